@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The `Engine` trait: one implementation per design from the `mmap_sem` debates.
+//!
+//! An engine owns the region set of one address space and is the only code that knows
+//! how readers (faults) and writers (map/unmap/replace) are synchronised. The rest of
+//! the module is engine-agnostic: `vm_ops` and `Space` call only this trait.
+//!
+//! # Contract
+//!
+//! Readers:
+//! - [`Engine::map_pages`] runs in atomic context (under `rcu_read_lock()`, from
+//!   `do_fault_around`). It must not sleep or allocate with `GFP_KERNEL`. It maps pages
+//!   that are already present and returns whether the faulting page is now mapped;
+//!   `false` sends the fault on to [`Engine::fault`].
+//! - [`Engine::fault`] runs in process context under the kernel's per-VMA lock (or
+//!   `mmap_lock` for read) of the arena VMA. It may sleep. It must find the region
+//!   covering the faulting page as of some instant during the call and either install
+//!   that region's page (`Mapped`), answer `SigBus` if there is none, or `Retry`.
+//! - A fault may only install a PTE for a region that was in the set at some instant
+//!   during the fault (no resurrection of a removed region's page).
+//!
+//! Writers ([`Engine::map`], [`Engine::unmap`]; process context, may sleep, serialised
+//! among themselves by the engine):
+//! - The new region set becomes visible atomically to faults that start after the
+//!   change is published; faults in flight may still see the old set.
+//! - On return, the engine hands back the regions it removed, and guarantees that no
+//!   fault — in flight or future — can still install a PTE that maps one of their pages.
+//!   The caller (`Space`) then zaps the range and drops the regions, which frees their
+//!   pages. Hence, once the ioctl returns, no thread can reach an old page.
+//!
+//! Lock order (all engines): the kernel's `mmap_lock` / per-VMA lock → engine locks.
+//! Writers never take `mmap_lock` while holding an engine lock.
+
+#![deny(unsafe_code)]
+
+pub(crate) mod rwsem;
+
+use crate::{
+    region::{Placement, Region},
+    stats::Stats,
+    uapi,
+    vm_ops::{Fault, FaultAround, FaultOutcome},
+};
+use kernel::{prelude::*, sync::Arc};
+
+/// A synchronisation design for one address space's region set.
+pub(crate) trait Engine: Send + Sync {
+    /// The UAPI id (`VMALAB_ENGINE_*`) of this engine.
+    fn id(&self) -> u32;
+
+    /// Fast path, atomic context: maps present pages around the fault.
+    fn map_pages(&self, f: &FaultAround<'_>, stats: &Stats) -> bool;
+
+    /// Slow path, may sleep: resolves the fault.
+    fn fault(&self, f: &Fault<'_>, stats: &Stats) -> FaultOutcome;
+
+    /// Inserts `region` at `placement`. Returns its start and appends the regions it
+    /// replaced to `removed` (quiesced, see the contract).
+    fn map(
+        &self,
+        region: Arc<Region>,
+        placement: Placement,
+        removed: &mut KVec<Arc<Region>>,
+    ) -> Result<usize>;
+
+    /// Removes the regions inside `[start, end)` (pages), appending them to `removed`
+    /// (quiesced, see the contract).
+    fn unmap(&self, start: usize, end: usize, removed: &mut KVec<Arc<Region>>) -> Result;
+
+    /// Removes every region (the file is being released: no VMA is left).
+    fn drain(&self, removed: &mut KVec<Arc<Region>>) -> Result;
+
+    /// Number of regions and their bookkeeping bytes.
+    fn usage(&self) -> (usize, usize);
+}
+
+/// Creates the engine with UAPI id `id` for an arena of `arena_pages` pages.
+pub(crate) fn new(id: u32, arena_pages: usize) -> Result<Pin<KBox<dyn Engine>>> {
+    match id {
+        uapi::VMALAB_ENGINE_RWSEM => Ok(KBox::pin_init(rwsem::RwsemEngine::new(arena_pages), GFP_KERNEL)?),
+        _ => Err(EINVAL),
+    }
+}

@@ -1,0 +1,100 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Engine `rwsem`: the `mmap_sem` baseline.
+//!
+//! One `rw_semaphore` guards the region tree. Every fault takes it for read — both
+//! `down_read` and `up_read` are atomic writes to the semaphore's count, a cache line
+//! every faulting CPU shares — and holds it across page allocation and PTE install, so
+//! a writer (which takes it for write) waits for all faults in flight and stalls all
+//! new ones. `map_pages` may not sleep, so it only tries the lock.
+//!
+//! Quiescence (engine contract): a fault installs PTEs only while holding the
+//! semaphore for read; a writer removes regions under it for write. When `unmap`
+//! returns, every fault that could have seen a removed region has finished.
+//!
+//! Lock order: `mmap_lock` / per-VMA lock → `tree`.
+
+#![deny(unsafe_code)]
+
+use crate::{
+    engine::Engine,
+    region::{Placement, Region, RegionTree},
+    rwsem::{new_rwsem, RwSem},
+    stats::Stats,
+    uapi,
+    vm_ops::{Fault, FaultAround, FaultOutcome},
+};
+use kernel::{prelude::*, rbtree::RBTreeNodeReservation, sync::Arc};
+
+/// Shared-line writes per read-side critical section: `down_read` + `up_read`.
+const LOCK_WRITES: u64 = 2;
+
+/// The baseline engine.
+#[pin_data]
+pub(crate) struct RwsemEngine {
+    #[pin]
+    tree: RwSem<RegionTree>,
+}
+
+impl RwsemEngine {
+    /// An engine with no regions for an arena of `arena_pages` pages.
+    pub(crate) fn new(arena_pages: usize) -> impl PinInit<Self> {
+        pin_init!(Self {
+            tree <- new_rwsem!(RegionTree::new(arena_pages), "vmalab_rwsem_tree"),
+        })
+    }
+}
+
+impl Engine for RwsemEngine {
+    fn id(&self) -> u32 {
+        uapi::VMALAB_ENGINE_RWSEM
+    }
+
+    fn map_pages(&self, f: &FaultAround<'_>, stats: &Stats) -> bool {
+        // `down_read_trylock` is one atomic attempt on the shared count.
+        let Some(tree) = self.tree.try_read() else {
+            stats.add(uapi::VMALAB_CTR_SHARED_WRITES, 1);
+            return false;
+        };
+        stats.add(uapi::VMALAB_CTR_SHARED_WRITES, LOCK_WRITES);
+        match tree.lookup(f.pgoff()) {
+            Some((start, region)) => region.map_present(start, f, stats),
+            None => false,
+        }
+    }
+
+    fn fault(&self, f: &Fault<'_>, stats: &Stats) -> FaultOutcome {
+        let tree = self.tree.read();
+        stats.add(uapi::VMALAB_CTR_SHARED_WRITES, LOCK_WRITES);
+        match tree.lookup(f.pgoff()) {
+            Some((start, region)) => region.fault(start, f, stats),
+            None => FaultOutcome::SigBus,
+        }
+    }
+
+    fn map(
+        &self,
+        region: Arc<Region>,
+        placement: Placement,
+        removed: &mut KVec<Arc<Region>>,
+    ) -> Result<usize> {
+        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
+        // Room for the displaced regions, so nothing allocates under the write lock
+        // except in the rare case of more than a few.
+        removed.reserve(4, GFP_KERNEL)?;
+        self.tree.write().insert(region, placement, node, removed)
+    }
+
+    fn unmap(&self, start: usize, end: usize, removed: &mut KVec<Arc<Region>>) -> Result {
+        self.tree.write().remove_range(start, end, removed)
+    }
+
+    fn drain(&self, removed: &mut KVec<Arc<Region>>) -> Result {
+        self.tree.write().drain(removed)
+    }
+
+    fn usage(&self) -> (usize, usize) {
+        let tree = self.tree.read();
+        (tree.len(), tree.meta_bytes())
+    }
+}

@@ -1,0 +1,130 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A fixed-size array of lazily allocated pages, filled concurrently without locks.
+//!
+//! Each slot is an atomic `struct page *`: null until the first fault on that page
+//! installs a freshly allocated page with `cmpxchg` (the loser of a race frees its
+//! page). A slot changes once, from null to a page, and is only emptied when the whole
+//! array is dropped. Readers therefore need no lock: a page they load stays valid for
+//! as long as they can reach the array.
+//!
+//! This is the only file that turns raw `struct page` pointers back into pages.
+
+use core::ptr::{null_mut, NonNull};
+use kernel::{
+    bindings,
+    page::{BorrowedPage, Page},
+    prelude::*,
+    sync::atomic::{Acquire, Atomic, Relaxed, Release},
+};
+
+/// What [`PageSlots::install`] did.
+pub(crate) enum Installed<'a> {
+    /// The page given was stored.
+    Stored(BorrowedPage<'a>),
+    /// Another thread stored a page first; the page given was freed.
+    Lost(BorrowedPage<'a>),
+}
+
+impl<'a> Installed<'a> {
+    /// The page now in the slot, whoever stored it.
+    pub(crate) fn page(self) -> BorrowedPage<'a> {
+        match self {
+            Installed::Stored(p) | Installed::Lost(p) => p,
+        }
+    }
+}
+
+/// Lazily filled page slots.
+///
+/// # Invariants
+///
+/// Every non-null slot holds a pointer to an order-0 page that this array owns (one
+/// reference, from `alloc_pages`). A non-null slot is never overwritten before drop.
+pub(crate) struct PageSlots {
+    slots: KVVec<Atomic<*mut bindings::page>>,
+}
+
+impl PageSlots {
+    /// Allocates `n` empty slots.
+    pub(crate) fn new(n: usize) -> Result<Self> {
+        let mut slots = KVVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            slots.push(Atomic::new(null_mut()), GFP_KERNEL)?;
+        }
+        // INVARIANT: all slots are null.
+        Ok(Self { slots })
+    }
+
+    /// Number of slots.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Bytes of kernel memory these slots use (not counting the pages).
+    pub(crate) fn meta_bytes(&self) -> usize {
+        self.slots.capacity() * core::mem::size_of::<Atomic<*mut bindings::page>>()
+    }
+
+    /// Returns the page in slot `i`, if one was installed. Never sleeps.
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> Option<BorrowedPage<'_>> {
+        // ORDERING: Acquire pairs with the Release in `install`, so the page's contents
+        // (zeroed by the allocator) are visible before we hand it to the MMU.
+        let p = NonNull::new(self.slots.get(i)?.load(Acquire))?;
+        // SAFETY: A non-null slot points to a page this array owns until it is dropped
+        // (type invariant), and the returned borrow cannot outlive `&self`.
+        Some(unsafe { BorrowedPage::from_raw(p) })
+    }
+
+    /// Stores `page` in the empty slot `i`, or frees it if another thread was first.
+    ///
+    /// Returns `None` if `i` is out of range (and frees `page`).
+    pub(crate) fn install(&self, i: usize, page: Page) -> Option<Installed<'_>> {
+        let slot = self.slots.get(i)?;
+        let raw = page.as_ptr();
+        // ORDERING: Release publishes the zeroed contents with the pointer.
+        match slot.cmpxchg(null_mut(), raw, Release) {
+            Ok(_) => {
+                // The array owns the page from now on (type invariant).
+                core::mem::forget(page);
+                // SAFETY: `raw` is the page we just stored; it lives until `self` drops.
+                Some(Installed::Stored(unsafe {
+                    BorrowedPage::from_raw(NonNull::new(raw)?)
+                }))
+            }
+            Err(_) => {
+                drop(page);
+                // ORDERING: a failed cmpxchg orders nothing; the winner's page contents
+                // must be visible before we map them, so read the slot again with Acquire.
+                let winner = NonNull::new(slot.load(Acquire))?;
+                // SAFETY: Non-null slots hold pages owned by `self` (type invariant).
+                Some(Installed::Lost(unsafe { BorrowedPage::from_raw(winner) }))
+            }
+        }
+    }
+}
+
+impl PageSlots {
+    /// Number of pages installed. O(n): for accounting when a region is freed.
+    pub(crate) fn present(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| !s.load(Relaxed).is_null())
+            .count()
+    }
+}
+
+impl Drop for PageSlots {
+    fn drop(&mut self) {
+        for slot in self.slots.iter() {
+            let p = slot.load(Relaxed);
+            if !p.is_null() {
+                // SAFETY: The array owns one reference to each installed page (type
+                // invariant) and nobody can reach the slots any more (`&mut self`). User
+                // PTEs that still map the page hold references of their own.
+                unsafe { bindings::__free_pages(p, 0) };
+            }
+        }
+    }
+}

@@ -1,0 +1,342 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Regions (vmalab's own VMAs) and the ordered region tree with free-space placement.
+//!
+//! Positions are arena page indices ("pgoff"). A region does not store where it is: the
+//! tree does (keyed by the region's exclusive end), so a region can be allocated, with
+//! all its page slots, before the writer knows where it will go and before it takes
+//! any engine lock.
+
+#![deny(unsafe_code)]
+
+use crate::{
+    backing::Backing,
+    pages::PageSlots,
+    stats::Stats,
+    uapi,
+    vm_ops::{Fault, FaultAround, FaultOutcome},
+};
+use kernel::{
+    prelude::*,
+    rbtree::{RBTree, RBTreeNodeReservation},
+    sync::Arc,
+};
+
+/// One region: a length, a backing and its lazily allocated pages.
+pub(crate) struct Region {
+    pages: PageSlots,
+    backing: Backing,
+}
+
+impl Region {
+    /// Allocates a region of `npages` pages (its page slots, not the pages).
+    pub(crate) fn new(npages: usize, backing: Backing) -> Result<Arc<Self>> {
+        Arc::new(
+            Self {
+                pages: PageSlots::new(npages)?,
+                backing,
+            },
+            GFP_KERNEL,
+        )
+    }
+
+    /// Length in pages.
+    pub(crate) fn npages(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// Bytes of kernel memory for this region's bookkeeping (not its pages).
+    pub(crate) fn meta_bytes(&self) -> usize {
+        // The Arc allocation (refcount + Region) plus the slot array.
+        core::mem::size_of::<Self>() + core::mem::size_of::<usize>() + self.pages.meta_bytes()
+    }
+
+    /// Pages currently allocated. O(npages): for accounting at free time.
+    pub(crate) fn present(&self) -> usize {
+        self.pages.present()
+    }
+
+    /// Fast path: maps the already-present pages of this region (starting at arena page
+    /// `start`) that fall in the fault-around window. Never sleeps, never allocates.
+    /// Returns whether the faulting page is mapped.
+    pub(crate) fn map_present(&self, start: usize, f: &FaultAround<'_>, stats: &Stats) -> bool {
+        let (lo, hi) = f.range();
+        let lo = lo.max(start);
+        let hi = hi.min(start + self.npages() - 1);
+        let mut hit = false;
+        for pgoff in lo..=hi {
+            let Some(page) = self.pages.get(pgoff - start) else {
+                continue;
+            };
+            let ok = matches!(f.insert(pgoff, &page), Ok(()) | Err(EBUSY));
+            if pgoff == f.pgoff() {
+                hit = ok;
+            } else if ok {
+                stats.inc(uapi::VMALAB_CTR_FAULT_AROUND);
+            }
+        }
+        hit
+    }
+
+    /// Slow path: produces the faulting page if needed (may sleep) and maps it.
+    pub(crate) fn fault(&self, start: usize, f: &Fault<'_>, stats: &Stats) -> FaultOutcome {
+        let page = match self.backing.populate(&self.pages, f.pgoff() - start, stats) {
+            Ok(page) => page,
+            Err(_) => return FaultOutcome::Oom,
+        };
+        match f.insert(&page) {
+            Ok(()) | Err(EBUSY) => FaultOutcome::Mapped,
+            Err(_) => FaultOutcome::Oom,
+        }
+    }
+}
+
+/// Where a new region goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// Anywhere free (first fit from the bottom of the arena).
+    Any,
+    /// Exactly here; fail with `EEXIST` if anything overlaps.
+    Fixed(usize),
+    /// Exactly here, replacing the regions inside the range.
+    Replace(usize),
+}
+
+/// An ordered, non-overlapping set of regions inside an arena of `limit` pages.
+///
+/// # Invariants
+///
+/// Keys are exclusive end pgoffs; for each entry, `end - region.npages() < end <= limit`
+/// and entries do not overlap.
+pub(crate) struct RegionTree {
+    tree: RBTree<usize, Arc<Region>>,
+    limit: usize,
+}
+
+impl RegionTree {
+    /// An empty tree for an arena of `limit` pages.
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            tree: RBTree::new(),
+            limit,
+        }
+    }
+
+    /// Number of regions.
+    pub(crate) fn len(&self) -> usize {
+        self.tree.iter().count()
+    }
+
+    /// Bookkeeping bytes of all regions, plus one tree node each.
+    pub(crate) fn meta_bytes(&self) -> usize {
+        let node = core::mem::size_of::<kernel::bindings::rb_node>()
+            + core::mem::size_of::<usize>()
+            + core::mem::size_of::<Arc<Region>>();
+        self.tree.values().map(|r| r.meta_bytes() + node).sum()
+    }
+
+    /// Finds the region containing `pgoff`: `(start, region)`.
+    #[inline]
+    pub(crate) fn lookup(&self, pgoff: usize) -> Option<(usize, &Arc<Region>)> {
+        let cursor = self.tree.cursor_lower_bound(&(pgoff.checked_add(1)?))?;
+        let (&end, region) = cursor.current();
+        let start = end - region.npages();
+        (start <= pgoff).then_some((start, region))
+    }
+
+    /// The regions overlapping `[start, end)`, as `(start, end)` pairs, in order.
+    fn overlapping(&self, start: usize, end: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.tree
+            .iter()
+            .map(|(&e, r)| (e - r.npages(), e))
+            .skip_while(move |&(_, e)| e <= start)
+            .take_while(move |&(s, _)| s < end)
+    }
+
+    /// First-fit search for `npages` free pages.
+    fn find_free(&self, npages: usize) -> Option<usize> {
+        let mut prev_end = 0;
+        for (&end, region) in self.tree.iter() {
+            let start = end - region.npages();
+            if start - prev_end >= npages {
+                return Some(prev_end);
+            }
+            prev_end = end;
+        }
+        (self.limit - prev_end >= npages).then_some(prev_end)
+    }
+
+    /// Checks that every region touching `[start, end)` lies inside it (vmalab never
+    /// splits a region) and returns how many there are.
+    fn covered(&self, start: usize, end: usize) -> Result<usize> {
+        let mut n = 0;
+        for (s, e) in self.overlapping(start, end) {
+            if s < start || e > end {
+                return Err(EINVAL);
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Removes the regions inside `[start, end)` (all of which must lie inside it),
+    /// appending them to `out`. Fails with `ENOENT` if there are none.
+    pub(crate) fn remove_range(
+        &mut self,
+        start: usize,
+        end: usize,
+        out: &mut KVec<Arc<Region>>,
+    ) -> Result {
+        let n = self.covered(start, end)?;
+        if n == 0 {
+            return Err(ENOENT);
+        }
+        out.reserve(n, GFP_KERNEL)?;
+        while let Some(cursor) = self.tree.cursor_lower_bound_mut(&(start + 1)) {
+            let (&e, r) = cursor.current();
+            if e - r.npages() >= end {
+                break;
+            }
+            let (_, node) = cursor.remove_current();
+            let (_, region) = node.to_key_value();
+            out.push(region, GFP_KERNEL)?;
+        }
+        Ok(())
+    }
+
+    /// Inserts `region` where `placement` says, using a node reserved beforehand (so no
+    /// allocation happens under the engine's write lock). Regions displaced by
+    /// [`Placement::Replace`] are appended to `removed`. Returns the region's start.
+    ///
+    /// On error the tree is unchanged.
+    pub(crate) fn insert(
+        &mut self,
+        region: Arc<Region>,
+        placement: Placement,
+        node: RBTreeNodeReservation<usize, Arc<Region>>,
+        removed: &mut KVec<Arc<Region>>,
+    ) -> Result<usize> {
+        let npages = region.npages();
+        let start = match placement {
+            Placement::Any => self.find_free(npages).ok_or(ENOMEM)?,
+            Placement::Fixed(s) | Placement::Replace(s) => s,
+        };
+        let end = start.checked_add(npages).ok_or(EINVAL)?;
+        if npages == 0 || end > self.limit {
+            return Err(EINVAL);
+        }
+        match placement {
+            Placement::Fixed(_) if self.overlapping(start, end).next().is_some() => {
+                return Err(EEXIST)
+            }
+            Placement::Replace(_) => {
+                // `remove_range` checks coverage before it changes anything.
+                match self.remove_range(start, end, removed) {
+                    Ok(()) | Err(ENOENT) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => {}
+        }
+        // INVARIANT: `[start, end)` is inside the arena and now free.
+        self.tree.insert(node.into_node(end, region));
+        Ok(start)
+    }
+
+    /// Removes every region (on close), appending them to `out`.
+    pub(crate) fn drain(&mut self, out: &mut KVec<Arc<Region>>) -> Result {
+        while let Some(cursor) = self.tree.cursor_front_mut() {
+            let (_, node) = cursor.remove_current();
+            out.push(node.to_key_value().1, GFP_KERNEL)?;
+        }
+        Ok(())
+    }
+}
+
+#[kunit_tests(vmalab_region_tree)]
+mod tests {
+    use super::*;
+
+    fn tree_with(limit: usize, regions: &[(Placement, usize)]) -> Result<(RegionTree, KVec<usize>)> {
+        let mut t = RegionTree::new(limit);
+        let mut starts = KVec::new();
+        for &(p, n) in regions {
+            let mut removed = KVec::new();
+            let s = t.insert(
+                Region::new(n, Backing::Zero)?,
+                p,
+                RBTreeNodeReservation::new(GFP_KERNEL)?,
+                &mut removed,
+            )?;
+            starts.push(s, GFP_KERNEL)?;
+        }
+        Ok((t, starts))
+    }
+
+    #[test]
+    fn first_fit_fills_gaps() -> Result {
+        let (mut t, s) = tree_with(16, &[(Placement::Any, 4), (Placement::Any, 4), (Placement::Any, 4)])?;
+        assert_eq!(&s[..], &[0, 4, 8]);
+        let mut out = KVec::new();
+        t.remove_range(4, 8, &mut out)?;
+        assert_eq!(out.len(), 1);
+        let mut removed = KVec::new();
+        let r = Region::new(2, Backing::Zero)?;
+        let at = t.insert(r, Placement::Any, RBTreeNodeReservation::new(GFP_KERNEL)?, &mut removed)?;
+        assert_eq!(at, 4);
+        assert_eq!(t.len(), 3);
+        Ok(())
+    }
+
+    #[test]
+    fn lookup_finds_containing_region() -> Result {
+        let (t, _) = tree_with(64, &[(Placement::Fixed(8), 4), (Placement::Fixed(20), 1)])?;
+        assert!(t.lookup(7).is_none());
+        assert_eq!(t.lookup(8).map(|x| x.0), Some(8));
+        assert_eq!(t.lookup(11).map(|x| x.0), Some(8));
+        assert!(t.lookup(12).is_none());
+        assert_eq!(t.lookup(20).map(|x| x.0), Some(20));
+        assert!(t.lookup(21).is_none());
+        assert!(t.lookup(usize::MAX).is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn fixed_overlap_and_bounds_are_refused() -> Result {
+        let (mut t, _) = tree_with(16, &[(Placement::Fixed(4), 4)])?;
+        let mut removed = KVec::new();
+        for (p, n, want) in [
+            (Placement::Fixed(6), 4, EEXIST),
+            (Placement::Fixed(0), 5, EEXIST),
+            (Placement::Fixed(14), 4, EINVAL),
+            (Placement::Fixed(usize::MAX), 2, EINVAL),
+            (Placement::Any, 17, ENOMEM),
+            (Placement::Replace(6), 4, EINVAL),
+        ] {
+            let r = Region::new(n, Backing::Zero)?;
+            let got = t.insert(r, p, RBTreeNodeReservation::new(GFP_KERNEL)?, &mut removed);
+            assert_eq!(got.err(), Some(want));
+        }
+        assert_eq!(t.len(), 1);
+        assert_eq!(removed.len(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn replace_and_unmap_take_whole_regions_only() -> Result {
+        let (mut t, _) = tree_with(32, &[(Placement::Fixed(0), 2), (Placement::Fixed(4), 2), (Placement::Fixed(8), 8)])?;
+        let mut out = KVec::new();
+        assert_eq!(t.remove_range(2, 4, &mut out).err(), Some(ENOENT));
+        assert_eq!(t.remove_range(9, 10, &mut out).err(), Some(EINVAL));
+        let mut removed = KVec::new();
+        let r = Region::new(8, Backing::Zero)?;
+        let at = t.insert(r, Placement::Replace(0), RBTreeNodeReservation::new(GFP_KERNEL)?, &mut removed)?;
+        assert_eq!(at, 0);
+        assert_eq!(removed.len(), 2);
+        assert_eq!(t.len(), 2);
+        t.remove_range(0, 32, &mut out)?;
+        assert_eq!(out.len(), 2);
+        assert_eq!(t.len(), 0);
+        Ok(())
+    }
+}

@@ -1,0 +1,298 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! One address space: what an open file of `/dev/vmalab` is.
+//!
+//! A space has a configuration (engine, arena size), at most one arena mapping, an
+//! engine holding its regions, and per-CPU counters. It validates every ioctl argument
+//! (alignment, overflow, arena bounds) before any engine sees it, and performs the
+//! writer steps common to all engines: allocate the region before any engine lock,
+//! let the engine publish and quiesce, then zap the range and free old pages.
+//!
+//! Lock order (see also `engine.rs`): `mmap_lock` → `setup` (taken by `mmap`, which
+//! runs under `mmap_lock`); `setup` is never held while taking `mmap_lock` or an engine
+//! lock.
+
+#![deny(unsafe_code)]
+
+use crate::{
+    backing::Backing,
+    engine::{self, Engine},
+    region::{Placement, Region},
+    stats::Stats,
+    uapi,
+    vm_ops::{self, Fault, FaultAround, FaultOutcome},
+};
+use kernel::{
+    mm::{virt::VmaNew, Mm},
+    new_mutex,
+    page::{PAGE_SHIFT, PAGE_SIZE},
+    prelude::*,
+    sync::{aref::ARef, Arc, ArcBorrow, Mutex, SetOnce},
+    time::{Instant, Monotonic},
+};
+
+/// Where the arena is mapped.
+struct ArenaMap {
+    mm: ARef<Mm>,
+    start: usize,
+}
+
+/// Configuration, fixed by the first region or mmap.
+struct Setup {
+    /// Engine id to create.
+    engine: u32,
+    /// Arena size in pages; 0 until configured or mapped.
+    arena_pages: usize,
+    /// Set once the arena has been mapped (it can be mapped only once).
+    arena: Option<ArenaMap>,
+}
+
+/// One address space.
+#[pin_data]
+pub(crate) struct Space {
+    /// Created on first use with the configured id; never replaced.
+    engine: SetOnce<Pin<KBox<dyn Engine>>>,
+    #[pin]
+    setup: Mutex<Setup>,
+    stats: Stats,
+}
+
+/// Converts a byte count to pages, requiring page alignment.
+fn pages_of(bytes: u64) -> Result<usize> {
+    let bytes = usize::try_from(bytes).map_err(|_| EINVAL)?;
+    if bytes % PAGE_SIZE != 0 {
+        return Err(EINVAL);
+    }
+    Ok(bytes >> PAGE_SHIFT)
+}
+
+/// Validates a byte range `[offset, offset + length)`: aligned, non-empty, no overflow,
+/// inside an arena of `arena_pages`. Returns it in pages.
+fn range_of(offset: u64, length: u64, arena_pages: usize) -> Result<(usize, usize)> {
+    let start = pages_of(offset)?;
+    let n = pages_of(length)?;
+    let end = start.checked_add(n).ok_or(EINVAL)?;
+    if n == 0 || end > arena_pages {
+        return Err(EINVAL);
+    }
+    Ok((start, end))
+}
+
+impl Space {
+    /// A new, unconfigured address space using engine `default_engine`.
+    pub(crate) fn new(default_engine: u32) -> Result<Arc<Self>> {
+        Arc::pin_init(
+            try_pin_init!(Self {
+                engine: SetOnce::new(),
+                setup <- new_mutex!(Setup {
+                    engine: default_engine,
+                    arena_pages: 0,
+                    arena: None,
+                }),
+                stats: Stats::new()?,
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// The engine, creating it from the configuration on first use.
+    fn engine(&self) -> Result<&dyn Engine> {
+        if let Some(e) = self.engine.as_ref() {
+            return Ok(&**e);
+        }
+        let setup = self.setup.lock();
+        if self.engine.as_ref().is_none() {
+            if setup.arena_pages == 0 {
+                return Err(EINVAL); // No arena size yet: configure or mmap first.
+            }
+            let e = engine::new(setup.engine, setup.arena_pages)?;
+            self.engine.populate(e);
+        }
+        drop(setup);
+        self.engine.as_ref().map(|e| &**e).ok_or(EINVAL)
+    }
+
+    /// `VMALAB_IOC_CONFIG`.
+    pub(crate) fn config(&self, c: &uapi::VmalabConfig) -> Result {
+        if c.flags != 0 {
+            return Err(EINVAL);
+        }
+        let mut setup = self.setup.lock();
+        if self.engine.as_ref().is_some() || setup.arena.is_some() {
+            return Err(EBUSY);
+        }
+        if c.engine != 0 {
+            uapi::engine_name(c.engine).ok_or(EINVAL)?;
+            setup.engine = c.engine;
+        }
+        if c.arena_size != 0 {
+            setup.arena_pages = pages_of(c.arena_size)?;
+        }
+        Ok(())
+    }
+
+    /// `f_op->mmap`: the arena. Runs with `mmap_lock` held for write.
+    pub(crate) fn mmap(this: ArcBorrow<'_, Self>, vma: &VmaNew) -> Result {
+        if !vm_ops::flags_ok(vma) || vm_ops::pgoff(vma) != 0 {
+            return Err(EINVAL);
+        }
+        let pages = (vma.end() - vma.start()) >> PAGE_SHIFT;
+        {
+            let mut setup = this.setup.lock();
+            if setup.arena.is_some() {
+                return Err(EBUSY);
+            }
+            if setup.arena_pages == 0 {
+                setup.arena_pages = pages;
+            } else if setup.arena_pages != pages {
+                return Err(EINVAL);
+            }
+            setup.arena = Some(ArenaMap {
+                mm: ARef::from(&**vma.mm()),
+                start: vma.start(),
+            });
+        }
+        if let Err(e) = this.engine() {
+            this.setup.lock().arena = None;
+            return Err(e);
+        }
+        vm_ops::install(vma, this.into());
+        Ok(())
+    }
+
+    /// `->fault`, may sleep.
+    pub(crate) fn fault(&self, f: &Fault<'_>) -> FaultOutcome {
+        let Some(engine) = self.engine.as_ref() else {
+            return FaultOutcome::SigBus;
+        };
+        let out = engine.fault(f, &self.stats);
+        self.stats.inc(match out {
+            FaultOutcome::Mapped => uapi::VMALAB_CTR_FAULT_SLOW,
+            FaultOutcome::SigBus => uapi::VMALAB_CTR_FAULT_SIGBUS,
+            FaultOutcome::Oom => uapi::VMALAB_CTR_FAULT_OOM,
+            FaultOutcome::Retry => uapi::VMALAB_CTR_FAULT_RETRY,
+        });
+        out
+    }
+
+    /// `->map_pages`, atomic context.
+    pub(crate) fn map_pages(&self, f: &FaultAround<'_>) -> bool {
+        let Some(engine) = self.engine.as_ref() else {
+            return false;
+        };
+        let hit = engine.map_pages(f, &self.stats);
+        if hit {
+            self.stats.inc(uapi::VMALAB_CTR_FAULT_FAST);
+        }
+        hit
+    }
+
+    /// `VMALAB_IOC_MAP`: creates a region; writes its offset back into `m`.
+    pub(crate) fn map(&self, m: &mut uapi::VmalabMap) -> Result {
+        let t0 = Instant::<Monotonic>::now();
+        if m.reserved != 0 || m.flags & !uapi::VMALAB_MAP_FLAGS_ALL != 0 {
+            return Err(EINVAL);
+        }
+        let backing = Backing::from_uapi(m.backing, m.delay_us)?;
+        let engine = self.engine()?;
+        let arena_pages = self.setup.lock().arena_pages;
+        let npages = pages_of(m.length)?;
+        if npages == 0 || npages > arena_pages {
+            return Err(EINVAL);
+        }
+        let placement = match m.flags {
+            0 => Placement::Any,
+            uapi::VMALAB_MAP_FIXED => Placement::Fixed(range_of(m.offset, m.length, arena_pages)?.0),
+            uapi::VMALAB_MAP_REPLACE => {
+                Placement::Replace(range_of(m.offset, m.length, arena_pages)?.0)
+            }
+            _ => return Err(EINVAL),
+        };
+        let region = Region::new(npages, backing)?;
+        let mut removed = KVec::new();
+        let start = engine.map(region, placement, &mut removed)?;
+        if !removed.is_empty() {
+            self.stats.add(uapi::VMALAB_CTR_REPLACED, removed.len() as u64);
+            self.retire(start, start + npages, removed);
+        }
+        self.stats.inc(uapi::VMALAB_CTR_MAP);
+        self.account_writer(t0);
+        m.offset = (start as u64) << PAGE_SHIFT;
+        Ok(())
+    }
+
+    /// `VMALAB_IOC_UNMAP`.
+    pub(crate) fn unmap(&self, u: &uapi::VmalabUnmap) -> Result {
+        let t0 = Instant::<Monotonic>::now();
+        let engine = self.engine()?;
+        let arena_pages = self.setup.lock().arena_pages;
+        let (start, end) = range_of(u.offset, u.length, arena_pages)?;
+        let mut removed = KVec::new();
+        engine.unmap(start, end, &mut removed)?;
+        self.retire(start, end, removed);
+        self.stats.inc(uapi::VMALAB_CTR_UNMAP);
+        self.account_writer(t0);
+        Ok(())
+    }
+
+    /// Writer tail shared by unmap and replace: the engine has quiesced `removed`
+    /// (engine contract), so zap `[start, end)` and free the old pages.
+    fn retire(&self, start: usize, end: usize, removed: KVec<Arc<Region>>) {
+        let arena = self
+            .setup
+            .lock()
+            .arena
+            .as_ref()
+            .map(|a| (a.mm.clone(), a.start));
+        if let Some((mm, arena_start)) = arena {
+            if vm_ops::zap(&mm, arena_start, self, start << PAGE_SHIFT, (end - start) << PAGE_SHIFT) {
+                self.stats.inc(uapi::VMALAB_CTR_ZAP);
+            }
+        }
+        self.free(removed);
+    }
+
+    /// Drops regions, counting the pages they release.
+    fn free(&self, removed: KVec<Arc<Region>>) {
+        for r in removed {
+            self.stats.add(uapi::VMALAB_CTR_PAGE_FREE, r.present() as u64);
+            self.stats.inc(uapi::VMALAB_CTR_REGION_FREE);
+        }
+    }
+
+    fn account_writer(&self, t0: Instant<Monotonic>) {
+        let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(0);
+        self.stats.add(uapi::VMALAB_CTR_WRITER_NS, ns);
+    }
+
+    /// `VMALAB_IOC_INFO`.
+    pub(crate) fn info(&self) -> uapi::VmalabInfo {
+        let arena_pages = self.setup.lock().arena_pages;
+        let mut info = uapi::VmalabInfo {
+            arena_size: (arena_pages as u64) << PAGE_SHIFT,
+            counters: self.stats.snapshot(),
+            ..Default::default()
+        };
+        if let Some(e) = self.engine.as_ref() {
+            let (regions, bytes) = e.usage();
+            info.engine = e.id();
+            info.regions = u32::try_from(regions).unwrap_or(u32::MAX);
+            info.meta_bytes = bytes as u64;
+        }
+        info.pages = info.counters[uapi::VMALAB_CTR_PAGE_ALLOC]
+            .saturating_sub(info.counters[uapi::VMALAB_CTR_PAGE_FREE]);
+        info
+    }
+
+    /// The file is being released: no VMA references the space any more (each held a
+    /// reference), so drop every region.
+    pub(crate) fn release(&self) {
+        if let Some(e) = self.engine.as_ref() {
+            let mut removed = KVec::new();
+            // Cannot fail for lack of memory in a way we could report; regions left in
+            // the engine are freed when it drops with the space.
+            let _ = e.drain(&mut removed);
+            self.free(removed);
+        }
+    }
+}

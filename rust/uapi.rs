@@ -1,0 +1,212 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The vmalab user-space ABI: ioctl numbers, `#[repr(C)]` argument structures and
+//! counter indices.
+//!
+//! This file is the single definition of the ABI. The kernel module compiles it as
+//! `crate::uapi`; the user-space crate (`tools/libvmalab`) includes the very same file
+//! with `#[path]`, and `include/vmalab.h` mirrors it for C users (a selftest checks
+//! the two agree). It therefore depends on `core` only.
+//!
+//! Model: one open file of `/dev/vmalab` is one address space. Its `mmap` creates the
+//! *arena*. Inside the arena, *regions* (vmalab's own VMAs) are created and destroyed
+//! with [`VMALAB_IOC_MAP`] / [`VMALAB_IOC_UNMAP`]. Offsets and lengths are bytes from
+//! the start of the arena and must be page aligned.
+
+/// The ioctl "type" byte of every vmalab ioctl.
+pub const VMALAB_IOC_MAGIC: u32 = 0xB6;
+
+const IOC_NRSHIFT: u32 = 0;
+const IOC_TYPESHIFT: u32 = 8;
+const IOC_SIZESHIFT: u32 = 16;
+const IOC_DIRSHIFT: u32 = 30;
+const IOC_WRITE: u32 = 1;
+const IOC_READ: u32 = 2;
+
+/// Encodes an ioctl number the way `include/uapi/asm-generic/ioctl.h` does.
+const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
+    (dir << IOC_DIRSHIFT)
+        | (VMALAB_IOC_MAGIC << IOC_TYPESHIFT)
+        | (nr << IOC_NRSHIFT)
+        | ((size as u32) << IOC_SIZESHIFT)
+}
+
+/// Chooses the engine and the arena size. Only valid before the first region or mmap.
+pub const VMALAB_IOC_CONFIG: u32 = ioc(IOC_WRITE, 0x01, core::mem::size_of::<VmalabConfig>());
+/// Creates a region (like `mmap`, `MAP_FIXED_NOREPLACE` or `MAP_FIXED`).
+pub const VMALAB_IOC_MAP: u32 = ioc(IOC_READ | IOC_WRITE, 0x02, core::mem::size_of::<VmalabMap>());
+/// Destroys the regions in a range (like `munmap`).
+pub const VMALAB_IOC_UNMAP: u32 = ioc(IOC_WRITE, 0x03, core::mem::size_of::<VmalabUnmap>());
+/// Reads the engine, the arena size and the counters.
+pub const VMALAB_IOC_INFO: u32 = ioc(IOC_READ, 0x04, core::mem::size_of::<VmalabInfo>());
+/// Test-only: makes the module emit a kernel `WARNING` (needs `test_hooks=1`), so that
+/// the VM harness can prove that it notices splats.
+pub const VMALAB_IOC_TEST_WARN: u32 = ioc(0, 0x3f, 0);
+
+/// Engine: one `rw_semaphore` around the region tree (the `mmap_sem` baseline).
+pub const VMALAB_ENGINE_RWSEM: u32 = 1;
+/// Engine ids are dense from 1; this is one past the last valid id.
+pub const VMALAB_ENGINE_END: u32 = 2;
+
+/// Returns the name of an engine id, or `None` for an unknown id.
+pub const fn engine_name(id: u32) -> Option<&'static str> {
+    match id {
+        VMALAB_ENGINE_RWSEM => Some("rwsem"),
+        _ => None,
+    }
+}
+
+/// Argument of [`VMALAB_IOC_CONFIG`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmalabConfig {
+    /// One of the `VMALAB_ENGINE_*` ids; 0 keeps the module's default engine.
+    pub engine: u32,
+    /// Must be 0.
+    pub flags: u32,
+    /// Size of the arena in bytes (page aligned, non-zero); a later `mmap` must have
+    /// exactly this length. 0 leaves it to be fixed by the first `mmap`.
+    pub arena_size: u64,
+}
+
+/// Place the region exactly at `offset`; fail with `EEXIST` if it overlaps a region
+/// (like `MAP_FIXED_NOREPLACE`).
+pub const VMALAB_MAP_FIXED: u32 = 1 << 0;
+/// Place the region exactly at `offset`, replacing the regions it covers (like
+/// `MAP_FIXED`). Regions it overlaps must lie entirely inside it (`EINVAL` otherwise):
+/// vmalab never splits a region.
+pub const VMALAB_MAP_REPLACE: u32 = 1 << 1;
+/// All valid [`VmalabMap::flags`] bits.
+pub const VMALAB_MAP_FLAGS_ALL: u32 = VMALAB_MAP_FIXED | VMALAB_MAP_REPLACE;
+
+/// Backing: zero-filled pages allocated on first touch (anonymous-like).
+pub const VMALAB_BACKING_ZERO: u32 = 0;
+/// Backing: like [`VMALAB_BACKING_ZERO`], but the first touch of each page sleeps for
+/// [`VmalabMap::delay_us`] microseconds, standing in for I/O.
+pub const VMALAB_BACKING_SLOW: u32 = 1;
+/// Largest accepted [`VmalabMap::delay_us`] (one second).
+pub const VMALAB_MAX_DELAY_US: u32 = 1_000_000;
+
+/// Argument of [`VMALAB_IOC_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmalabMap {
+    /// In: the offset for `FIXED`/`REPLACE` (ignored otherwise). Out: where the
+    /// region was placed.
+    pub offset: u64,
+    /// Length in bytes: page aligned, non-zero.
+    pub length: u64,
+    /// `VMALAB_MAP_*` flags; `FIXED` and `REPLACE` are mutually exclusive.
+    pub flags: u32,
+    /// One of the `VMALAB_BACKING_*` kinds.
+    pub backing: u32,
+    /// First-touch delay for [`VMALAB_BACKING_SLOW`]; must be 0 otherwise.
+    pub delay_us: u32,
+    /// Must be 0.
+    pub reserved: u32,
+}
+
+/// Argument of [`VMALAB_IOC_UNMAP`]. Every region the range touches must lie entirely
+/// inside it (`EINVAL` otherwise); a range that touches no region fails with `ENOENT`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmalabUnmap {
+    /// Offset of the range in bytes, page aligned.
+    pub offset: u64,
+    /// Length of the range in bytes, page aligned and non-zero.
+    pub length: u64,
+}
+
+/// Number of counter slots in [`VmalabInfo::counters`] (room to grow).
+pub const VMALAB_NR_COUNTERS: usize = 32;
+
+/// Counter: faults resolved by the `map_pages` fast path (atomic context).
+pub const VMALAB_CTR_FAULT_FAST: usize = 0;
+/// Counter: faults resolved by `->fault` (may sleep).
+pub const VMALAB_CTR_FAULT_SLOW: usize = 1;
+/// Counter: faults answered with `SIGBUS` (no region at the address).
+pub const VMALAB_CTR_FAULT_SIGBUS: usize = 2;
+/// Counter: faults answered with `VM_FAULT_RETRY`.
+pub const VMALAB_CTR_FAULT_RETRY: usize = 3;
+/// Counter: faults answered with `VM_FAULT_OOM`.
+pub const VMALAB_CTR_FAULT_OOM: usize = 4;
+/// Counter: extra pages mapped around a fault by `map_pages`.
+pub const VMALAB_CTR_FAULT_AROUND: usize = 5;
+/// Counter: pages allocated for regions.
+pub const VMALAB_CTR_PAGE_ALLOC: usize = 6;
+/// Counter: pages released by regions (on unmap and close).
+pub const VMALAB_CTR_PAGE_FREE: usize = 7;
+/// Counter: page allocations lost to a concurrent fault on the same page.
+pub const VMALAB_CTR_PAGE_RACE: usize = 8;
+/// Counter: first touches of a slow-backed page (each one slept).
+pub const VMALAB_CTR_SLOW_SLEEP: usize = 9;
+/// Counter: successful map ioctls.
+pub const VMALAB_CTR_MAP: usize = 10;
+/// Counter: successful unmap ioctls.
+pub const VMALAB_CTR_UNMAP: usize = 11;
+/// Counter: regions removed by a `REPLACE` map.
+pub const VMALAB_CTR_REPLACED: usize = 12;
+/// Counter: regions freed.
+pub const VMALAB_CTR_REGION_FREE: usize = 13;
+/// Counter: page-table zaps issued by unmap/replace.
+pub const VMALAB_CTR_ZAP: usize = 14;
+/// Counter: nanoseconds spent in map/unmap ioctls (writer latency, summed).
+pub const VMALAB_CTR_WRITER_NS: usize = 15;
+/// Counter: writes to cache lines shared between CPUs made by the engine's own
+/// fault-path code (lock/refcount atomics), counted by the engine.
+pub const VMALAB_CTR_SHARED_WRITES: usize = 16;
+/// Number of counters currently defined.
+pub const VMALAB_CTR_DEFINED: usize = 17;
+
+/// Counter names, indexed by `VMALAB_CTR_*`.
+pub const COUNTER_NAMES: [&str; VMALAB_CTR_DEFINED] = [
+    "fault_fast",
+    "fault_slow",
+    "fault_sigbus",
+    "fault_retry",
+    "fault_oom",
+    "fault_around",
+    "page_alloc",
+    "page_free",
+    "page_race",
+    "slow_sleep",
+    "map",
+    "unmap",
+    "replaced",
+    "region_free",
+    "zap",
+    "writer_ns",
+    "shared_writes",
+];
+
+/// Argument of [`VMALAB_IOC_INFO`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmalabInfo {
+    /// The engine id in use (0 until the engine is fixed by the first map or mmap).
+    pub engine: u32,
+    /// Number of regions currently mapped.
+    pub regions: u32,
+    /// Arena size in bytes (0 while not yet fixed).
+    pub arena_size: u64,
+    /// Bytes of kernel memory held by region bookkeeping (structures and page slots,
+    /// not the pages themselves).
+    pub meta_bytes: u64,
+    /// Pages currently held by regions.
+    pub pages: u64,
+    /// Counters, indexed by `VMALAB_CTR_*`, summed over CPUs.
+    pub counters: [u64; VMALAB_NR_COUNTERS],
+}
+
+impl Default for VmalabInfo {
+    fn default() -> Self {
+        Self {
+            engine: 0,
+            regions: 0,
+            arena_size: 0,
+            meta_bytes: 0,
+            pages: 0,
+            counters: [0; VMALAB_NR_COUNTERS],
+        }
+    }
+}
