@@ -5,7 +5,7 @@
 //!
 //! This file is the single definition of the ABI. The kernel module compiles it as
 //! `crate::uapi`; the user-space crate (`tools/libvmalab`) includes the very same file
-//! with `#[path]`, and `include/vmalab.h` mirrors it for C users (a selftest checks
+//! with `#[path]`, and `rust/uapi.h` mirrors it for C users (`cargo test` checks
 //! the two agree). It therefore depends on `core` only.
 //!
 //! Model: one open file of `/dev/vmalab` is one address space. Its `mmap` creates the

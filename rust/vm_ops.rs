@@ -101,7 +101,8 @@ impl<'a> Fault<'a> {
     /// The address space the arena belongs to.
     #[inline]
     fn space(&self) -> ArcBorrow<'a, Space> {
-        space_of(self.vmf.__bindgen_anon_1.vma)
+        // SAFETY: The VMA is an arena VMA, read-locked for 'a (type invariant).
+        unsafe { space_of(self.vmf.__bindgen_anon_1.vma) }
     }
 
     /// Maps `page` at the faulting address. `EBUSY` means a racing fault mapped it first.
@@ -154,17 +155,24 @@ impl FaultAround<'_> {
 }
 
 /// Returns the space an arena VMA references.
-fn space_of<'a>(vma: *const bindings::vm_area_struct) -> ArcBorrow<'a, Space> {
-    // SAFETY: Callers pass a live arena VMA; its `vm_private_data` came from
-    // `Arc::into_foreign` in `install`/`vma_open` and is released only in `vma_close`,
-    // which cannot run while the VMA is in use by the caller.
+///
+/// # Safety
+///
+/// `vma` must be an arena VMA (`vm_ops == &VM_OPS`) that stays alive (locked by the
+/// caller, so `close` cannot run) for `'a`.
+unsafe fn space_of<'a>(vma: *const bindings::vm_area_struct) -> ArcBorrow<'a, Space> {
+    // SAFETY: An arena VMA's `vm_private_data` came from `Arc::into_foreign` in
+    // `install`/`vma_open` and is released only in `vma_close`, which cannot run for
+    // 'a (caller's guarantee).
     unsafe { <Arc<Space> as ForeignOwnable>::borrow((*vma).vm_private_data) }
 }
 
 unsafe extern "C" fn vma_open(vma: *mut bindings::vm_area_struct) {
     // Split and mremap are refused, fork does not copy the arena (VM_DONTCOPY); `open`
     // still runs for the temporary copy `mremap` makes before asking `->mremap`.
-    let space: Arc<Space> = space_of(vma).into();
+    // SAFETY: `vma` is a copy of an arena VMA (same ops and private data), being set
+    // up under mmap_lock held for write.
+    let space: Arc<Space> = unsafe { space_of(vma) }.into();
     // SAFETY: `vma` is the new VMA being set up; we own its `vm_private_data` slot,
     // which was copied from the original and now gets a reference of its own.
     unsafe { (*vma).vm_private_data = space.into_foreign() };
@@ -289,7 +297,8 @@ pub(crate) fn zap(mm: &Mm, start: usize, space: &Space, offset: usize, len: usiz
     // SAFETY: `vma` is valid while `guard` holds mmap_lock; we only read a field.
     let is_arena = unsafe { core::ptr::eq((*vma.as_ptr()).vm_ops, &VM_OPS.0) };
     // An arena VMA's private data is an `Arc<Space>`; is it this space's?
-    let ours = is_arena && core::ptr::eq(&*space_of(vma.as_ptr()), space);
+    // SAFETY: Only evaluated for an arena VMA, alive while `guard` holds mmap_lock.
+    let ours = is_arena && core::ptr::eq(&*unsafe { space_of(vma.as_ptr()) }, space);
     if !ours || vma.start() != start {
         return false;
     }

@@ -87,7 +87,7 @@ impl MiscDevice for VmalabDevice {
     type Ptr = Arc<Space>;
 
     fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<Arc<Space>> {
-        let id = *module_parameters::engine.value();
+        let id = module_parameters::engine.value();
         uapi::engine_name(id).ok_or(EINVAL)?;
         Space::new(id)
     }
@@ -120,7 +120,7 @@ impl MiscDevice for VmalabDevice {
             uapi::VMALAB_IOC_UNMAP => space.unmap(&user.reader().read()?)?,
             uapi::VMALAB_IOC_INFO => user.writer().write(&space.info())?,
             uapi::VMALAB_IOC_TEST_WARN => {
-                if !*module_parameters::test_hooks.value() {
+                if !module_parameters::test_hooks.value() {
                     return Err(EPERM);
                 }
                 kernel::warn_on!(true);

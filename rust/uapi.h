@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * vmalab user-space ABI for C users. The definition is rust/uapi.rs; this header
+ * mirrors it, and `cargo test` (tools/libvmalab/tests/c_header.rs) compiles a check
+ * that every number, size and offset here equals the Rust one.
+ */
+#ifndef _VMALAB_UAPI_H
+#define _VMALAB_UAPI_H
+
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+#define VMALAB_IOC_MAGIC 0xB6
+
+struct vmalab_config {
+	__u32 engine;		/* VMALAB_ENGINE_*, 0 = module default */
+	__u32 flags;		/* must be 0 */
+	__u64 arena_size;	/* bytes, page aligned; 0 = fixed by the first mmap */
+};
+
+#define VMALAB_MAP_FIXED	(1u << 0)	/* like MAP_FIXED_NOREPLACE */
+#define VMALAB_MAP_REPLACE	(1u << 1)	/* like MAP_FIXED */
+#define VMALAB_MAP_FLAGS_ALL	(VMALAB_MAP_FIXED | VMALAB_MAP_REPLACE)
+
+#define VMALAB_BACKING_ZERO	0
+#define VMALAB_BACKING_SLOW	1
+#define VMALAB_MAX_DELAY_US	1000000
+
+struct vmalab_map {
+	__u64 offset;		/* in: for FIXED/REPLACE; out: where it went */
+	__u64 length;
+	__u32 flags;
+	__u32 backing;
+	__u32 delay_us;
+	__u32 reserved;
+};
+
+struct vmalab_unmap {
+	__u64 offset;
+	__u64 length;
+};
+
+#define VMALAB_NR_COUNTERS 32
+
+struct vmalab_info {
+	__u32 engine;
+	__u32 regions;
+	__u64 arena_size;
+	__u64 meta_bytes;
+	__u64 pages;
+	__u64 counters[VMALAB_NR_COUNTERS];
+};
+
+#define VMALAB_IOC_CONFIG	_IOW(VMALAB_IOC_MAGIC, 0x01, struct vmalab_config)
+#define VMALAB_IOC_MAP		_IOWR(VMALAB_IOC_MAGIC, 0x02, struct vmalab_map)
+#define VMALAB_IOC_UNMAP	_IOW(VMALAB_IOC_MAGIC, 0x03, struct vmalab_unmap)
+#define VMALAB_IOC_INFO		_IOR(VMALAB_IOC_MAGIC, 0x04, struct vmalab_info)
+#define VMALAB_IOC_TEST_WARN	_IO(VMALAB_IOC_MAGIC, 0x3f)
+
+#define VMALAB_ENGINE_RWSEM	1
+#define VMALAB_ENGINE_END	2
+
+#define VMALAB_CTR_FAULT_FAST		0
+#define VMALAB_CTR_FAULT_SLOW		1
+#define VMALAB_CTR_FAULT_SIGBUS		2
+#define VMALAB_CTR_FAULT_RETRY		3
+#define VMALAB_CTR_FAULT_OOM		4
+#define VMALAB_CTR_FAULT_AROUND		5
+#define VMALAB_CTR_PAGE_ALLOC		6
+#define VMALAB_CTR_PAGE_FREE		7
+#define VMALAB_CTR_PAGE_RACE		8
+#define VMALAB_CTR_SLOW_SLEEP		9
+#define VMALAB_CTR_MAP			10
+#define VMALAB_CTR_UNMAP		11
+#define VMALAB_CTR_REPLACED		12
+#define VMALAB_CTR_REGION_FREE		13
+#define VMALAB_CTR_ZAP			14
+#define VMALAB_CTR_WRITER_NS		15
+#define VMALAB_CTR_SHARED_WRITES	16
+#define VMALAB_CTR_DEFINED		17
+
+#endif /* _VMALAB_UAPI_H */

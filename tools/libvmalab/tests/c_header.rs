@@ -1,0 +1,56 @@
+//! The C header `rust/uapi.h` must agree with `rust/uapi.rs`, number for number.
+//! Generates `_Static_assert`s from the Rust values and has the C compiler check them.
+
+use std::{fmt::Write, mem::offset_of, mem::size_of, path::PathBuf, process::Command};
+use vmalab::uapi::*;
+
+#[test]
+fn c_header_matches_rust_uapi() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut c = String::from("#include \"rust/uapi.h\"\n#include <stddef.h>\n");
+    let mut eq = |expr: &str, v: u64| writeln!(c, "_Static_assert(({expr}) == {v}ULL, \"{expr} != {v}\");").unwrap();
+    for (n, v) in [
+        ("VMALAB_IOC_MAGIC", VMALAB_IOC_MAGIC as u64),
+        ("VMALAB_IOC_CONFIG", VMALAB_IOC_CONFIG as u64),
+        ("VMALAB_IOC_MAP", VMALAB_IOC_MAP as u64),
+        ("VMALAB_IOC_UNMAP", VMALAB_IOC_UNMAP as u64),
+        ("VMALAB_IOC_INFO", VMALAB_IOC_INFO as u64),
+        ("VMALAB_IOC_TEST_WARN", VMALAB_IOC_TEST_WARN as u64),
+        ("VMALAB_ENGINE_RWSEM", VMALAB_ENGINE_RWSEM as u64),
+        ("VMALAB_ENGINE_END", VMALAB_ENGINE_END as u64),
+        ("VMALAB_MAP_FIXED", VMALAB_MAP_FIXED as u64),
+        ("VMALAB_MAP_REPLACE", VMALAB_MAP_REPLACE as u64),
+        ("VMALAB_MAP_FLAGS_ALL", VMALAB_MAP_FLAGS_ALL as u64),
+        ("VMALAB_BACKING_ZERO", VMALAB_BACKING_ZERO as u64),
+        ("VMALAB_BACKING_SLOW", VMALAB_BACKING_SLOW as u64),
+        ("VMALAB_MAX_DELAY_US", VMALAB_MAX_DELAY_US as u64),
+        ("VMALAB_NR_COUNTERS", VMALAB_NR_COUNTERS as u64),
+        ("VMALAB_CTR_DEFINED", VMALAB_CTR_DEFINED as u64),
+        ("sizeof(struct vmalab_config)", size_of::<VmalabConfig>() as u64),
+        ("offsetof(struct vmalab_config, arena_size)", offset_of!(VmalabConfig, arena_size) as u64),
+        ("sizeof(struct vmalab_map)", size_of::<VmalabMap>() as u64),
+        ("offsetof(struct vmalab_map, flags)", offset_of!(VmalabMap, flags) as u64),
+        ("offsetof(struct vmalab_map, delay_us)", offset_of!(VmalabMap, delay_us) as u64),
+        ("sizeof(struct vmalab_unmap)", size_of::<VmalabUnmap>() as u64),
+        ("sizeof(struct vmalab_info)", size_of::<VmalabInfo>() as u64),
+        ("offsetof(struct vmalab_info, counters)", offset_of!(VmalabInfo, counters) as u64),
+    ] {
+        eq(n, v);
+    }
+    // Every counter id, by name.
+    for (i, name) in COUNTER_NAMES.iter().enumerate() {
+        eq(&format!("VMALAB_CTR_{}", name.to_uppercase()), i as u64);
+    }
+    let dir = std::env::temp_dir().join(format!("vmalab-hdr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("check.c");
+    std::fs::write(&src, c).unwrap();
+    let out = Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Werror", "-fsyntax-only", "-I"])
+        .arg(&root)
+        .arg(&src)
+        .output()
+        .expect("run cc");
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(out.status.success(), "C header disagrees with rust/uapi.rs:\n{}", String::from_utf8_lossy(&out.stderr));
+}
