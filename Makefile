@@ -45,8 +45,13 @@ fmt-check:
 	rustfmt --check --edition 2021 --config-path $(KDIR)/source/.rustfmt.toml $(RUST_SOURCES)
 	cargo fmt --all --check
 
+# Kbuild writes rust-project.json into the external module's output dir; editors
+# look for it at the root of the repo.
 rust-analyzer:
+	@mkdir -p $(MO)
 	$(KMAKE) rust-analyzer
+	@f=$$(ls -t $(MO)/rust-project.json $(KDIR)/rust-project.json 2>/dev/null | head -n 1); \
+		test -n "$$f" && cp "$$f" rust-project.json && echo "wrote rust-project.json (from $$f)"
 
 userspace:
 	cargo build --release --workspace

@@ -76,9 +76,12 @@ pub(crate) trait Engine: Send + Sync {
 }
 
 /// Creates the engine with UAPI id `id` for an arena of `arena_pages` pages.
-pub(crate) fn new(id: u32, arena_pages: usize) -> Result<Pin<KBox<dyn Engine>>> {
+pub(crate) fn new(id: u32, arena_pages: usize) -> Result<Arc<dyn Engine>> {
     match id {
-        uapi::VMALAB_ENGINE_RWSEM => Ok(KBox::pin_init(rwsem::RwsemEngine::new(arena_pages), GFP_KERNEL)?),
+        uapi::VMALAB_ENGINE_RWSEM => Ok(Arc::pin_init(
+            rwsem::RwsemEngine::new(arena_pages),
+            GFP_KERNEL,
+        )?),
         _ => Err(EINVAL),
     }
 }

@@ -31,13 +31,13 @@ pub(crate) struct Region {
 impl Region {
     /// Allocates a region of `npages` pages (its page slots, not the pages).
     pub(crate) fn new(npages: usize, backing: Backing) -> Result<Arc<Self>> {
-        Arc::new(
+        Ok(Arc::new(
             Self {
                 pages: PageSlots::new(npages)?,
                 backing,
             },
             GFP_KERNEL,
-        )
+        )?)
     }
 
     /// Length in pages.
@@ -135,13 +135,20 @@ impl RegionTree {
         self.tree.values().map(|r| r.meta_bytes() + node).sum()
     }
 
-    /// Finds the region containing `pgoff`: `(start, region)`.
+    /// Finds the region containing `pgoff` and calls `f(start, region)` on it.
+    ///
+    /// (A closure because `rbtree::Cursor::current` borrows from the cursor, and
+    /// cloning the `Arc` instead would add a shared atomic to every fault.)
     #[inline]
-    pub(crate) fn lookup(&self, pgoff: usize) -> Option<(usize, &Arc<Region>)> {
+    pub(crate) fn with_region<R>(
+        &self,
+        pgoff: usize,
+        f: impl FnOnce(usize, &Region) -> R,
+    ) -> Option<R> {
         let cursor = self.tree.cursor_lower_bound(&(pgoff.checked_add(1)?))?;
         let (&end, region) = cursor.current();
         let start = end - region.npages();
-        (start <= pgoff).then_some((start, region))
+        (start <= pgoff).then(|| f(start, region))
     }
 
     /// The regions overlapping `[start, end)`, as `(start, end)` pairs, in order.
@@ -257,7 +264,10 @@ impl RegionTree {
 mod tests {
     use super::*;
 
-    fn tree_with(limit: usize, regions: &[(Placement, usize)]) -> Result<(RegionTree, KVec<usize>)> {
+    fn tree_with(
+        limit: usize,
+        regions: &[(Placement, usize)],
+    ) -> Result<(RegionTree, KVec<usize>)> {
         let mut t = RegionTree::new(limit);
         let mut starts = KVec::new();
         for &(p, n) in regions {
@@ -275,14 +285,26 @@ mod tests {
 
     #[test]
     fn first_fit_fills_gaps() -> Result {
-        let (mut t, s) = tree_with(16, &[(Placement::Any, 4), (Placement::Any, 4), (Placement::Any, 4)])?;
+        let (mut t, s) = tree_with(
+            16,
+            &[
+                (Placement::Any, 4),
+                (Placement::Any, 4),
+                (Placement::Any, 4),
+            ],
+        )?;
         assert_eq!(&s[..], &[0, 4, 8]);
         let mut out = KVec::new();
         t.remove_range(4, 8, &mut out)?;
         assert_eq!(out.len(), 1);
         let mut removed = KVec::new();
         let r = Region::new(2, Backing::Zero)?;
-        let at = t.insert(r, Placement::Any, RBTreeNodeReservation::new(GFP_KERNEL)?, &mut removed)?;
+        let at = t.insert(
+            r,
+            Placement::Any,
+            RBTreeNodeReservation::new(GFP_KERNEL)?,
+            &mut removed,
+        )?;
         assert_eq!(at, 4);
         assert_eq!(t.len(), 3);
         Ok(())
@@ -291,13 +313,14 @@ mod tests {
     #[test]
     fn lookup_finds_containing_region() -> Result {
         let (t, _) = tree_with(64, &[(Placement::Fixed(8), 4), (Placement::Fixed(20), 1)])?;
-        assert!(t.lookup(7).is_none());
-        assert_eq!(t.lookup(8).map(|x| x.0), Some(8));
-        assert_eq!(t.lookup(11).map(|x| x.0), Some(8));
-        assert!(t.lookup(12).is_none());
-        assert_eq!(t.lookup(20).map(|x| x.0), Some(20));
-        assert!(t.lookup(21).is_none());
-        assert!(t.lookup(usize::MAX).is_none());
+        let start = |pgoff| t.with_region(pgoff, |s, _| s);
+        assert_eq!(start(7), None);
+        assert_eq!(start(8), Some(8));
+        assert_eq!(start(11), Some(8));
+        assert_eq!(start(12), None);
+        assert_eq!(start(20), Some(20));
+        assert_eq!(start(21), None);
+        assert_eq!(start(usize::MAX), None);
         Ok(())
     }
 
@@ -324,13 +347,25 @@ mod tests {
 
     #[test]
     fn replace_and_unmap_take_whole_regions_only() -> Result {
-        let (mut t, _) = tree_with(32, &[(Placement::Fixed(0), 2), (Placement::Fixed(4), 2), (Placement::Fixed(8), 8)])?;
+        let (mut t, _) = tree_with(
+            32,
+            &[
+                (Placement::Fixed(0), 2),
+                (Placement::Fixed(4), 2),
+                (Placement::Fixed(8), 8),
+            ],
+        )?;
         let mut out = KVec::new();
         assert_eq!(t.remove_range(2, 4, &mut out).err(), Some(ENOENT));
         assert_eq!(t.remove_range(9, 10, &mut out).err(), Some(EINVAL));
         let mut removed = KVec::new();
         let r = Region::new(8, Backing::Zero)?;
-        let at = t.insert(r, Placement::Replace(0), RBTreeNodeReservation::new(GFP_KERNEL)?, &mut removed)?;
+        let at = t.insert(
+            r,
+            Placement::Replace(0),
+            RBTreeNodeReservation::new(GFP_KERNEL)?,
+            &mut removed,
+        )?;
         assert_eq!(at, 0);
         assert_eq!(removed.len(), 2);
         assert_eq!(t.len(), 2);

@@ -51,7 +51,7 @@ struct Setup {
 #[pin_data]
 pub(crate) struct Space {
     /// Created on first use with the configured id; never replaced.
-    engine: SetOnce<Pin<KBox<dyn Engine>>>,
+    engine: SetOnce<Arc<dyn Engine>>,
     #[pin]
     setup: Mutex<Setup>,
     stats: Stats,
@@ -170,7 +170,6 @@ impl Space {
             FaultOutcome::Mapped => uapi::VMALAB_CTR_FAULT_SLOW,
             FaultOutcome::SigBus => uapi::VMALAB_CTR_FAULT_SIGBUS,
             FaultOutcome::Oom => uapi::VMALAB_CTR_FAULT_OOM,
-            FaultOutcome::Retry => uapi::VMALAB_CTR_FAULT_RETRY,
         });
         out
     }
@@ -202,7 +201,9 @@ impl Space {
         }
         let placement = match m.flags {
             0 => Placement::Any,
-            uapi::VMALAB_MAP_FIXED => Placement::Fixed(range_of(m.offset, m.length, arena_pages)?.0),
+            uapi::VMALAB_MAP_FIXED => {
+                Placement::Fixed(range_of(m.offset, m.length, arena_pages)?.0)
+            }
             uapi::VMALAB_MAP_REPLACE => {
                 Placement::Replace(range_of(m.offset, m.length, arena_pages)?.0)
             }
@@ -212,7 +213,8 @@ impl Space {
         let mut removed = KVec::new();
         let start = engine.map(region, placement, &mut removed)?;
         if !removed.is_empty() {
-            self.stats.add(uapi::VMALAB_CTR_REPLACED, removed.len() as u64);
+            self.stats
+                .add(uapi::VMALAB_CTR_REPLACED, removed.len() as u64);
             self.retire(start, start + npages, removed);
         }
         self.stats.inc(uapi::VMALAB_CTR_MAP);
@@ -245,7 +247,13 @@ impl Space {
             .as_ref()
             .map(|a| (a.mm.clone(), a.start));
         if let Some((mm, arena_start)) = arena {
-            if vm_ops::zap(&mm, arena_start, self, start << PAGE_SHIFT, (end - start) << PAGE_SHIFT) {
+            if vm_ops::zap(
+                &mm,
+                arena_start,
+                self,
+                start << PAGE_SHIFT,
+                (end - start) << PAGE_SHIFT,
+            ) {
                 self.stats.inc(uapi::VMALAB_CTR_ZAP);
             }
         }
@@ -255,7 +263,8 @@ impl Space {
     /// Drops regions, counting the pages they release.
     fn free(&self, removed: KVec<Arc<Region>>) {
         for r in removed {
-            self.stats.add(uapi::VMALAB_CTR_PAGE_FREE, r.present() as u64);
+            self.stats
+                .add(uapi::VMALAB_CTR_PAGE_FREE, r.present() as u64);
             self.stats.inc(uapi::VMALAB_CTR_REGION_FREE);
         }
     }

@@ -32,7 +32,10 @@ impl Stats {
         let n = nr_cpu_ids() as usize;
         let mut cpus = KVec::with_capacity(n, GFP_KERNEL)?;
         for _ in 0..n {
-            cpus.push(CpuBlock([const { Atomic::new(0) }; VMALAB_NR_COUNTERS]), GFP_KERNEL)?;
+            cpus.push(
+                CpuBlock([const { Atomic::new(0) }; VMALAB_NR_COUNTERS]),
+                GFP_KERNEL,
+            )?;
         }
         Ok(Self { cpus })
     }

@@ -34,7 +34,11 @@ const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
 /// Chooses the engine and the arena size. Only valid before the first region or mmap.
 pub const VMALAB_IOC_CONFIG: u32 = ioc(IOC_WRITE, 0x01, core::mem::size_of::<VmalabConfig>());
 /// Creates a region (like `mmap`, `MAP_FIXED_NOREPLACE` or `MAP_FIXED`).
-pub const VMALAB_IOC_MAP: u32 = ioc(IOC_READ | IOC_WRITE, 0x02, core::mem::size_of::<VmalabMap>());
+pub const VMALAB_IOC_MAP: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    0x02,
+    core::mem::size_of::<VmalabMap>(),
+);
 /// Destroys the regions in a range (like `munmap`).
 pub const VMALAB_IOC_UNMAP: u32 = ioc(IOC_WRITE, 0x03, core::mem::size_of::<VmalabUnmap>());
 /// Reads the engine, the arena size and the counters.

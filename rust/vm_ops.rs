@@ -21,9 +21,9 @@
 //!   retried under `mmap_lock` (`mm/memory.c: vmf_can_call_fault`).
 
 use crate::space::Space;
-use core::ffi::{c_char, c_int, c_void};
 use kernel::{
     bindings,
+    ffi::{c_char, c_int, c_void},
     mm::{
         virt::{flags, VmaMixedMap, VmaNew},
         Mm,
@@ -37,8 +37,9 @@ use kernel::{
 /// The C shim (`shim.c`): static inlines that Rust cannot reach otherwise.
 mod shim {
     extern "C" {
-        /// `pmd_none(pmdp_get_lockless(vmf->pmd))`.
-        pub(super) fn vmalab_pmd_none(vmf: *const kernel::bindings::vm_fault) -> bool;
+        /// `pmd_none(pmdp_get_lockless(vmf->pmd))` for a `struct vm_fault *vmf` (passed
+        /// untyped: bindgen's `vm_fault` reaches structs rustc deems not FFI-safe).
+        pub(super) fn vmalab_pmd_none(vmf: *const kernel::ffi::c_void) -> bool;
     }
 }
 
@@ -51,8 +52,6 @@ pub(crate) enum FaultOutcome {
     SigBus,
     /// Out of memory.
     Oom,
-    /// Work was done that lets the next try succeed without sleeping; retry.
-    Retry,
 }
 
 impl FaultOutcome {
@@ -61,7 +60,6 @@ impl FaultOutcome {
             FaultOutcome::Mapped => bindings::vm_fault_reason_VM_FAULT_NOPAGE,
             FaultOutcome::SigBus => bindings::vm_fault_reason_VM_FAULT_SIGBUS,
             FaultOutcome::Oom => bindings::vm_fault_reason_VM_FAULT_OOM,
-            FaultOutcome::Retry => bindings::vm_fault_reason_VM_FAULT_RETRY,
         }) as bindings::vm_fault_t
     }
 }
@@ -81,13 +79,7 @@ impl<'a> Fault<'a> {
     /// The faulting page's index in the arena (the arena is mapped at `vm_pgoff == 0`).
     #[inline]
     pub(crate) fn pgoff(&self) -> usize {
-        self.vmf.__bindgen_anon_1.pgoff as usize
-    }
-
-    /// Whether this is a write fault.
-    #[inline]
-    pub(crate) fn is_write(&self) -> bool {
-        self.vmf.flags & bindings::fault_flag_FAULT_FLAG_WRITE != 0
+        self.vmf.__bindgen_anon_1.pgoff
     }
 
     /// The arena VMA, with the `VM_MIXEDMAP` view that can insert pages.
@@ -109,7 +101,7 @@ impl<'a> Fault<'a> {
     #[inline]
     pub(crate) fn insert(&self, page: &Page) -> Result {
         self.vma()
-            .vm_insert_page(self.vmf.__bindgen_anon_1.address as usize, page)
+            .vm_insert_page(self.vmf.__bindgen_anon_1.address, page)
     }
 }
 
@@ -146,8 +138,9 @@ impl FaultAround<'_> {
             return Err(EINVAL);
         }
         let vmf = &self.fault.vmf.__bindgen_anon_1;
-        let addr = (vmf.address as usize)
-            .wrapping_add(pgoff.wrapping_sub(vmf.pgoff as usize) << kernel::page::PAGE_SHIFT);
+        let addr = vmf
+            .address
+            .wrapping_add(pgoff.wrapping_sub(vmf.pgoff) << kernel::page::PAGE_SHIFT);
         // No allocation: the PTE table exists (type invariant) and the upper levels
         // were allocated by `__handle_mm_fault` before `do_fault_around` ran.
         self.fault.vma().vm_insert_page(addr, page)
@@ -167,68 +160,91 @@ unsafe fn space_of<'a>(vma: *const bindings::vm_area_struct) -> ArcBorrow<'a, Sp
     unsafe { <Arc<Space> as ForeignOwnable>::borrow((*vma).vm_private_data) }
 }
 
+// The callbacks below are only reachable through `VM_OPS`, i.e. the core mm calls
+// them for arena VMAs with the locking `vm_operations_struct` documents
+// (`Documentation/filesystems/locking.rst`); that is each one's `# Safety` contract.
+
+/// `vm_ops->open`.
+///
+/// # Safety
+///
+/// `vma` is a new copy of an arena VMA, being set up under `mmap_lock` held for write.
 unsafe extern "C" fn vma_open(vma: *mut bindings::vm_area_struct) {
     // Split and mremap are refused, fork does not copy the arena (VM_DONTCOPY); `open`
     // still runs for the temporary copy `mremap` makes before asking `->mremap`.
-    // SAFETY: `vma` is a copy of an arena VMA (same ops and private data), being set
-    // up under mmap_lock held for write.
+    // SAFETY: `vma` is a copy of an arena VMA (same ops and private data), alive for
+    // this call (function contract).
     let space: Arc<Space> = unsafe { space_of(vma) }.into();
     // SAFETY: `vma` is the new VMA being set up; we own its `vm_private_data` slot,
     // which was copied from the original and now gets a reference of its own.
     unsafe { (*vma).vm_private_data = space.into_foreign() };
 }
 
+/// `vm_ops->close`.
+///
+/// # Safety
+///
+/// `vma` is an arena VMA being destroyed; no fault runs on it any more.
 unsafe extern "C" fn vma_close(vma: *mut bindings::vm_area_struct) {
     // SAFETY: `vm_private_data` holds the reference taken in `install` or `vma_open`;
-    // `close` runs once per VMA, after the last fault on it.
+    // `close` runs once per VMA, after the last fault on it (function contract).
     drop(unsafe { <Arc<Space> as ForeignOwnable>::from_foreign((*vma).vm_private_data) });
 }
 
-unsafe extern "C" fn vma_may_split(_vma: *mut bindings::vm_area_struct, _addr: usize) -> c_int {
+/// `vm_ops->may_split`: an arena is never split.
+extern "C" fn vma_may_split(_vma: *mut bindings::vm_area_struct, _addr: usize) -> c_int {
     EINVAL.to_errno()
 }
 
-unsafe extern "C" fn vma_mremap(_vma: *mut bindings::vm_area_struct) -> c_int {
+/// `vm_ops->mremap`: an arena never moves (`mremap` undoes the move on error).
+extern "C" fn vma_mremap(_vma: *mut bindings::vm_area_struct) -> c_int {
     EINVAL.to_errno()
 }
 
-unsafe extern "C" fn vma_name(_vma: *mut bindings::vm_area_struct) -> *const c_char {
-    c"[vmalab]".as_ptr()
+/// `vm_ops->name`: how the arena shows in `/proc/PID/maps`.
+extern "C" fn vma_name(_vma: *mut bindings::vm_area_struct) -> *const c_char {
+    c"[vmalab]".as_char_ptr()
 }
 
+/// `vm_ops->fault`.
+///
+/// # Safety
+///
+/// `vmf` is a valid `vm_fault` for an arena VMA that the caller holds read-locked
+/// (per-VMA lock or `mmap_lock`) until we return.
 unsafe extern "C" fn vma_fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
-    // SAFETY: The core mm passes a valid `vm_fault` for an arena VMA (only arenas use
-    // VM_OPS) that it holds read-locked until we return.
-    let fault = Fault {
-        vmf: unsafe { &*vmf },
-    };
-    let space = fault.space();
-    space.fault(&fault).to_raw()
+    // SAFETY: Valid and locked for this call (function contract), as `Fault` requires.
+    let vmf = unsafe { &*vmf };
+    let fault = Fault { vmf };
+    fault.space().fault(&fault).to_raw()
 }
 
+/// `vm_ops->map_pages`.
+///
+/// # Safety
+///
+/// As for [`vma_fault`], and the caller (`do_fault_around`) holds `rcu_read_lock()`.
 unsafe extern "C" fn vma_map_pages(
     vmf: *mut bindings::vm_fault,
     start_pgoff: usize,
     end_pgoff: usize,
 ) -> bindings::vm_fault_t {
-    // SAFETY: `do_fault_around` passes a valid `vm_fault` whose `pmd` points at the
-    // PMD entry for the faulting address.
-    if unsafe { shim::vmalab_pmd_none(vmf) } {
+    // SAFETY: `vmf` is valid (function contract) and its `pmd` points at the PMD entry
+    // for the faulting address (`__handle_mm_fault` set it).
+    if unsafe { shim::vmalab_pmd_none(vmf.cast_const().cast()) } {
         // No PTE table yet; inserting would allocate one (and sleep under RCU). Let
         // `->fault` do it; later faults in this 2 MiB find the table present.
         return 0;
     }
     // SAFETY: As in `vma_fault`; in addition we are under `rcu_read_lock()` and the
     // PTE table exists, as `FaultAround` requires.
+    let vmf = unsafe { &*vmf };
     let around = FaultAround {
-        fault: Fault {
-            vmf: unsafe { &*vmf },
-        },
+        fault: Fault { vmf },
         start: start_pgoff,
         end: end_pgoff,
     };
-    let space = around.fault.space();
-    if space.map_pages(&around) {
+    if around.fault.space().map_pages(&around) {
         FaultOutcome::Mapped.to_raw()
     } else {
         0
@@ -273,7 +289,7 @@ pub(crate) fn install(vma: &VmaNew, space: Arc<Space>) {
 pub(crate) fn pgoff(vma: &VmaNew) -> usize {
     // SAFETY: `VmaNew` grants access to a VMA under construction in `f_op->mmap`;
     // `vm_pgoff` is a plain field set before the hook runs.
-    unsafe { (*vma.as_ptr()).vm_pgoff as usize }
+    unsafe { (*vma.as_ptr()).vm_pgoff }
 }
 
 /// Whether a VMA flag set allows an arena: shared mappings only (`MAP_SHARED`).

@@ -40,7 +40,7 @@ impl RwsemEngine {
     /// An engine with no regions for an arena of `arena_pages` pages.
     pub(crate) fn new(arena_pages: usize) -> impl PinInit<Self> {
         pin_init!(Self {
-            tree <- new_rwsem!(RegionTree::new(arena_pages), "vmalab_rwsem_tree"),
+            tree <- new_rwsem!(RegionTree::new(arena_pages), c"vmalab_rwsem_tree"),
         })
     }
 }
@@ -57,19 +57,17 @@ impl Engine for RwsemEngine {
             return false;
         };
         stats.add(uapi::VMALAB_CTR_SHARED_WRITES, LOCK_WRITES);
-        match tree.lookup(f.pgoff()) {
-            Some((start, region)) => region.map_present(start, f, stats),
-            None => false,
-        }
+        tree.with_region(f.pgoff(), |start, region| {
+            region.map_present(start, f, stats)
+        })
+        .unwrap_or(false)
     }
 
     fn fault(&self, f: &Fault<'_>, stats: &Stats) -> FaultOutcome {
         let tree = self.tree.read();
         stats.add(uapi::VMALAB_CTR_SHARED_WRITES, LOCK_WRITES);
-        match tree.lookup(f.pgoff()) {
-            Some((start, region)) => region.fault(start, f, stats),
-            None => FaultOutcome::SigBus,
-        }
+        tree.with_region(f.pgoff(), |start, region| region.fault(start, f, stats))
+            .unwrap_or(FaultOutcome::SigBus)
     }
 
     fn map(

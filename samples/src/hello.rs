@@ -9,12 +9,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let arena_size = 16 << 20;
     // One open file = one address space. Choose the engine before the first mmap.
     let dev = Device::with_engine(uapi::VMALAB_ENGINE_RWSEM, arena_size)?;
-    let arena = dev.mmap_arena(arena_size).map_err(std::io::Error::from_raw_os_error)?;
+    let arena = dev
+        .mmap_arena(arena_size)
+        .map_err(std::io::Error::from_raw_os_error)?;
 
     // A region of 8 pages wherever the allocator puts it (like mmap(NULL, ...)).
     let len = 8 * PAGE_SIZE;
     let off = dev.map(len).map_err(std::io::Error::from_raw_os_error)?;
-    println!("region at arena offset {off:#x}, address {:p}", arena.at(off));
+    println!(
+        "region at arena offset {off:#x}, address {:p}",
+        arena.at(off)
+    );
 
     // Touch it: the first write to each page faults it in (a zeroed page).
     let region = arena.at(off);
@@ -25,7 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("first byte after the write: {first:#x}");
 
     // Replace it (like mmap(MAP_FIXED)): once the ioctl returns the old pages are gone.
-    dev.map_at(off, len, true).map_err(std::io::Error::from_raw_os_error)?;
+    dev.map_at(off, len, true)
+        .map_err(std::io::Error::from_raw_os_error)?;
     // SAFETY: still a live region (the new one).
     let after = unsafe { region.read() };
     println!("first byte after replace: {after:#x}");
@@ -45,7 +51,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // Unmap: an access now raises SIGBUS (the arena is still there, the region is not).
-    dev.unmap(off, len).map_err(std::io::Error::from_raw_os_error)?;
+    dev.unmap(off, len)
+        .map_err(std::io::Error::from_raw_os_error)?;
     vmalab::probe::install();
     let r = vmalab::probe::load(region.cast());
     println!("load after unmap: {r:?}");

@@ -144,10 +144,18 @@ fn main() {
                 });
                 engines.push((id, vmalab::uapi::engine_name(id).unwrap()));
             }
-            "--threads" => threads = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
+            "--threads" => {
+                threads = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| usage())
+            }
             "--filter" => filter = Some(args.next().unwrap_or_else(|| usage())),
             "--stress-accesses" => {
-                accesses = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage())
+                accesses = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| usage())
             }
             "--list" => list = true,
             "--trigger-warn" => {
@@ -169,7 +177,16 @@ fn main() {
         for t in &suite {
             let full = format!("{name}.{}", t.name);
             if filter.as_deref().is_none_or(|f| full.contains(f)) {
-                plan.push((Ctx { engine: id, engine_name: name, threads, accesses }, t, full));
+                plan.push((
+                    Ctx {
+                        engine: id,
+                        engine_name: name,
+                        threads,
+                        accesses,
+                    },
+                    t,
+                    full,
+                ));
             }
         }
     }

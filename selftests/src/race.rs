@@ -141,7 +141,9 @@ fn reader(sh: &Shared, arena: &Arena, offset: usize, len: usize, seed: u64) {
                     } else {
                         let vgen = (v >> 40).wrapping_sub(1);
                         if v & ((1 << 40) - 1) != (woff as u64 >> 3) {
-                            sh.violation(format!("word at {woff:#x} holds {v:#x}: another page's data"));
+                            sh.violation(format!(
+                                "word at {woff:#x} holds {v:#x}: another page's data"
+                            ));
                         } else if vgen < gen_of(s1) {
                             sh.violation(format!(
                                 "word at {woff:#x} is from gen {vgen}, but gen {} was published before the load",
@@ -153,7 +155,10 @@ fn reader(sh: &Shared, arena: &Arena, offset: usize, len: usize, seed: u64) {
                 Err(probe::Fault::Bus) => {
                     bus += 1;
                     if stable && phase_of(s1) == PHASE_LIVE {
-                        sh.violation(format!("SIGBUS at {woff:#x} while gen {} was mapped", gen_of(s1)));
+                        sh.violation(format!(
+                            "SIGBUS at {woff:#x} while gen {} was mapped",
+                            gen_of(s1)
+                        ));
                     }
                 }
                 Err(probe::Fault::Segv) => {
@@ -176,15 +181,28 @@ fn fill(arena: &Arena, offset: usize, len: usize, gen: u64) {
 }
 
 /// Runs the race on `dev`/`arena` with the region at arena offset `offset`.
-pub fn run(dev: &Device, arena: &Arena, offset: usize, spec: &RaceSpec) -> Result<RaceReport, String> {
+pub fn run(
+    dev: &Device,
+    arena: &Arena,
+    offset: usize,
+    spec: &RaceSpec,
+) -> Result<RaceReport, String> {
     let len = spec.pages * PAGE_SIZE;
     let map = |replace: bool| -> Result<(), String> {
         use vmalab::uapi::*;
         let m = VmalabMap {
             offset: offset as u64,
             length: len as u64,
-            flags: if replace { VMALAB_MAP_REPLACE } else { VMALAB_MAP_FIXED },
-            backing: if spec.slow_delay_us > 0 { VMALAB_BACKING_SLOW } else { VMALAB_BACKING_ZERO },
+            flags: if replace {
+                VMALAB_MAP_REPLACE
+            } else {
+                VMALAB_MAP_FIXED
+            },
+            backing: if spec.slow_delay_us > 0 {
+                VMALAB_BACKING_SLOW
+            } else {
+                VMALAB_BACKING_ZERO
+            },
             delay_us: spec.slow_delay_us,
             reserved: 0,
         };
@@ -211,7 +229,13 @@ pub fn run(dev: &Device, arena: &Arena, offset: usize, spec: &RaceSpec) -> Resul
             let (sh, start) = (sh.clone(), start.clone());
             s.spawn(move || {
                 start.wait();
-                reader(&sh, arena, offset, len, 0x9E37_79B9_7F4A_7C15 ^ ((t as u64 + 1) << 17));
+                reader(
+                    &sh,
+                    arena,
+                    offset,
+                    len,
+                    0x9E37_79B9_7F4A_7C15 ^ ((t as u64 + 1) << 17),
+                );
             });
         }
         start.wait();

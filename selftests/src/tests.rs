@@ -10,20 +10,76 @@ use vmalab::{errno_name, probe, uapi, Arena, Device, PAGE_SIZE};
 /// The whole suite, in run order.
 pub fn suite() -> Vec<Test> {
     vec![
-        Test { name: "open_config_info", run: open_config_info, timeout: 60 },
-        Test { name: "bad_ioctls", run: bad_ioctls, timeout: 60 },
-        Test { name: "arena_vma_rules", run: arena_vma_rules, timeout: 60 },
-        Test { name: "sigbus_outside_regions", run: sigbus_outside_regions, timeout: 60 },
-        Test { name: "fault_storm_own_regions", run: fault_storm_own_regions, timeout: 300 },
-        Test { name: "fault_storm_one_region", run: fault_storm_one_region, timeout: 300 },
-        Test { name: "replace_basic", run: replace_basic, timeout: 60 },
-        Test { name: "unmap_races_faults", run: unmap_races_faults, timeout: 600 },
-        Test { name: "replace_races_faults", run: replace_races_faults, timeout: 600 },
-        Test { name: "slow_backing_races_unmap", run: slow_backing_races_unmap, timeout: 600 },
-        Test { name: "close_with_live_mappings", run: close_with_live_mappings, timeout: 120 },
-        Test { name: "fork_does_not_inherit_arena", run: fork_does_not_inherit_arena, timeout: 60 },
-        Test { name: "faults_stay_under_per_vma_lock", run: faults_stay_under_per_vma_lock, timeout: 120 },
-        Test { name: "counters_account_pages", run: counters_account_pages, timeout: 120 },
+        Test {
+            name: "open_config_info",
+            run: open_config_info,
+            timeout: 60,
+        },
+        Test {
+            name: "bad_ioctls",
+            run: bad_ioctls,
+            timeout: 60,
+        },
+        Test {
+            name: "arena_vma_rules",
+            run: arena_vma_rules,
+            timeout: 60,
+        },
+        Test {
+            name: "sigbus_outside_regions",
+            run: sigbus_outside_regions,
+            timeout: 60,
+        },
+        Test {
+            name: "fault_storm_own_regions",
+            run: fault_storm_own_regions,
+            timeout: 300,
+        },
+        Test {
+            name: "fault_storm_one_region",
+            run: fault_storm_one_region,
+            timeout: 300,
+        },
+        Test {
+            name: "replace_basic",
+            run: replace_basic,
+            timeout: 60,
+        },
+        Test {
+            name: "unmap_races_faults",
+            run: unmap_races_faults,
+            timeout: 600,
+        },
+        Test {
+            name: "replace_races_faults",
+            run: replace_races_faults,
+            timeout: 600,
+        },
+        Test {
+            name: "slow_backing_races_unmap",
+            run: slow_backing_races_unmap,
+            timeout: 600,
+        },
+        Test {
+            name: "close_with_live_mappings",
+            run: close_with_live_mappings,
+            timeout: 120,
+        },
+        Test {
+            name: "fork_does_not_inherit_arena",
+            run: fork_does_not_inherit_arena,
+            timeout: 60,
+        },
+        Test {
+            name: "faults_stay_under_per_vma_lock",
+            run: faults_stay_under_per_vma_lock,
+            timeout: 120,
+        },
+        Test {
+            name: "counters_account_pages",
+            run: counters_account_pages,
+            timeout: 120,
+        },
     ]
 }
 
@@ -43,8 +99,11 @@ fn check(cond: bool, msg: impl FnOnce() -> String) -> TestResult {
 
 /// Opens a space with the engine under test and maps an arena of `size` bytes.
 fn space(ctx: &Ctx, size: usize) -> Result<(Device, Arena), Outcome> {
-    let dev = Device::with_engine(ctx.engine, size).map_err(|e| Outcome::Fail(format!("open/config: {e}")))?;
-    let arena = dev.mmap_arena(size).map_err(|e| Outcome::Fail(format!("mmap arena: {}", errno_name(e))))?;
+    let dev = Device::with_engine(ctx.engine, size)
+        .map_err(|e| Outcome::Fail(format!("open/config: {e}")))?;
+    let arena = dev
+        .mmap_arena(size)
+        .map_err(|e| Outcome::Fail(format!("mmap arena: {}", errno_name(e))))?;
     Ok((dev, arena))
 }
 
@@ -52,11 +111,22 @@ fn ok<T>(what: &str, r: Result<T, vmalab::Errno>) -> Result<T, Outcome> {
     r.map_err(|e| Outcome::Fail(format!("{what}: {}", errno_name(e))))
 }
 
-fn expect_errno<T: std::fmt::Debug>(what: &str, r: Result<T, vmalab::Errno>, want: i32) -> Result<(), String> {
+fn expect_errno<T: std::fmt::Debug>(
+    what: &str,
+    r: Result<T, vmalab::Errno>,
+    want: i32,
+) -> Result<(), String> {
     match r {
         Err(e) if e == want => Ok(()),
-        Err(e) => Err(format!("{what}: got {}, want {}", errno_name(e), errno_name(want))),
-        Ok(v) => Err(format!("{what}: succeeded ({v:?}), want {}", errno_name(want))),
+        Err(e) => Err(format!(
+            "{what}: got {}, want {}",
+            errno_name(e),
+            errno_name(want)
+        )),
+        Ok(v) => Err(format!(
+            "{what}: succeeded ({v:?}), want {}",
+            errno_name(want)
+        )),
     }
 }
 
@@ -68,7 +138,8 @@ fn word(tag: u64, offset: usize) -> u64 {
 /// Writes `word(tag, ·)` to every word of `[off, off+len)`.
 fn write_range(arena: &Arena, off: usize, len: usize, tag: u64) -> Result<(), String> {
     for o in (off..off + len).step_by(8) {
-        probe::store(arena.at(o).cast(), word(tag, o)).map_err(|f| format!("store at {o:#x}: {f:?}"))?;
+        probe::store(arena.at(o).cast(), word(tag, o))
+            .map_err(|f| format!("store at {o:#x}: {f:?}"))?;
     }
     Ok(())
 }
@@ -89,12 +160,18 @@ fn verify_range(arena: &Arena, off: usize, len: usize, tag: Option<u64>) -> Resu
 fn open_config_info(ctx: &Ctx) -> TestResult {
     let dev = Device::open().map_err(|e| Outcome::Fail(format!("open: {e}")))?;
     let i = ok("info", dev.info())?;
-    check(i.engine == 0 && i.regions == 0 && i.arena_size == 0, || format!("fresh space: {i:?}"))?;
+    check(i.engine == 0 && i.regions == 0 && i.arena_size == 0, || {
+        format!("fresh space: {i:?}")
+    })?;
     ok("config", dev.config(ctx.engine, ARENA as u64))?;
     let off = ok("map", dev.map(16 * PAGE_SIZE))?;
     let i = ok("info", dev.info())?;
-    check(i.engine == ctx.engine, || format!("engine {} != {}", i.engine, ctx.engine))?;
-    check(i.regions == 1 && i.arena_size == ARENA as u64, || format!("after map: {i:?}"))?;
+    check(i.engine == ctx.engine, || {
+        format!("engine {} != {}", i.engine, ctx.engine)
+    })?;
+    check(i.regions == 1 && i.arena_size == ARENA as u64, || {
+        format!("after map: {i:?}")
+    })?;
     check(i.meta_bytes > 0, || "meta_bytes is 0 with a region".into())?;
     let arena = ok("mmap", dev.mmap_arena(ARENA))?;
     write_range(&arena, off, 16 * PAGE_SIZE, 7)?;
@@ -115,64 +192,210 @@ fn bad_ioctls(ctx: &Ctx) -> TestResult {
     };
     let p = PAGE_SIZE as u64;
     // Before any size is known, regions cannot be placed.
-    t(expect_errno("map before config", dev.map(PAGE_SIZE), libc::EINVAL));
-    t(expect_errno("config bad engine", dev.config(999, 0), libc::EINVAL));
-    t(expect_errno("config unaligned size", dev.config(ctx.engine, p + 1), libc::EINVAL));
+    t(expect_errno(
+        "map before config",
+        dev.map(PAGE_SIZE),
+        libc::EINVAL,
+    ));
+    t(expect_errno(
+        "config bad engine",
+        dev.config(999, 0),
+        libc::EINVAL,
+    ));
+    t(expect_errno(
+        "config unaligned size",
+        dev.config(ctx.engine, p + 1),
+        libc::EINVAL,
+    ));
     t(expect_errno(
         "config flags",
         {
-            let mut c = VmalabConfig { engine: ctx.engine, flags: 1, arena_size: p };
-            dev.ioctl_raw(VMALAB_IOC_CONFIG, &mut c as *mut _ as usize).map(drop)
+            let mut c = VmalabConfig {
+                engine: ctx.engine,
+                flags: 1,
+                arena_size: p,
+            };
+            dev.ioctl_raw(VMALAB_IOC_CONFIG, &mut c as *mut _ as usize)
+                .map(drop)
         },
         libc::EINVAL,
     ));
     t(ok("config", dev.config(ctx.engine, 64 * p)).map_err(|e| format!("{e:?}")));
-    let m = |offset: u64, length: u64, flags: u32| VmalabMap { offset, length, flags, ..Default::default() };
+    let m = |offset: u64, length: u64, flags: u32| VmalabMap {
+        offset,
+        length,
+        flags,
+        ..Default::default()
+    };
     for (what, args, want) in [
         ("zero length", m(0, 0, 0), libc::EINVAL),
         ("unaligned length", m(0, 100, 0), libc::EINVAL),
-        ("unaligned offset", m(100, p, VMALAB_MAP_FIXED), libc::EINVAL),
-        ("overflowing range", m(u64::MAX & !(p - 1), 2 * p, VMALAB_MAP_FIXED), libc::EINVAL),
-        ("huge length", m(0, u64::MAX & !(p - 1), 0), libc::EINVAL),
-        ("beyond arena", m(63 * p, 2 * p, VMALAB_MAP_FIXED), libc::EINVAL),
-        ("larger than arena", m(0, 65 * p, 0), libc::EINVAL),
-        ("both FIXED and REPLACE", m(0, p, VMALAB_MAP_FIXED | VMALAB_MAP_REPLACE), libc::EINVAL),
-        ("unknown flag", m(0, p, 1 << 7), libc::EINVAL),
-        ("unknown backing", VmalabMap { length: p, backing: 9, ..Default::default() }, libc::EINVAL),
-        ("delay on zero backing", VmalabMap { length: p, delay_us: 5, ..Default::default() }, libc::EINVAL),
         (
-            "slow delay too long",
-            VmalabMap { length: p, backing: VMALAB_BACKING_SLOW, delay_us: VMALAB_MAX_DELAY_US + 1, ..Default::default() },
+            "unaligned offset",
+            m(100, p, VMALAB_MAP_FIXED),
             libc::EINVAL,
         ),
-        ("reserved set", VmalabMap { length: p, reserved: 1, ..Default::default() }, libc::EINVAL),
+        (
+            "overflowing range",
+            m(u64::MAX & !(p - 1), 2 * p, VMALAB_MAP_FIXED),
+            libc::EINVAL,
+        ),
+        ("huge length", m(0, u64::MAX & !(p - 1), 0), libc::EINVAL),
+        (
+            "beyond arena",
+            m(63 * p, 2 * p, VMALAB_MAP_FIXED),
+            libc::EINVAL,
+        ),
+        ("larger than arena", m(0, 65 * p, 0), libc::EINVAL),
+        (
+            "both FIXED and REPLACE",
+            m(0, p, VMALAB_MAP_FIXED | VMALAB_MAP_REPLACE),
+            libc::EINVAL,
+        ),
+        ("unknown flag", m(0, p, 1 << 7), libc::EINVAL),
+        (
+            "unknown backing",
+            VmalabMap {
+                length: p,
+                backing: 9,
+                ..Default::default()
+            },
+            libc::EINVAL,
+        ),
+        (
+            "delay on zero backing",
+            VmalabMap {
+                length: p,
+                delay_us: 5,
+                ..Default::default()
+            },
+            libc::EINVAL,
+        ),
+        (
+            "slow delay too long",
+            VmalabMap {
+                length: p,
+                backing: VMALAB_BACKING_SLOW,
+                delay_us: VMALAB_MAX_DELAY_US + 1,
+                ..Default::default()
+            },
+            libc::EINVAL,
+        ),
+        (
+            "reserved set",
+            VmalabMap {
+                length: p,
+                reserved: 1,
+                ..Default::default()
+            },
+            libc::EINVAL,
+        ),
     ] {
         t(expect_errno(what, dev.map_args(args), want));
     }
     // Regions at [8p, 12p) and [20p, 21p).
-    t(ok("map fixed", dev.map_at(8 * PAGE_SIZE, 4 * PAGE_SIZE, false).map(drop)).map_err(|e| format!("{e:?}")));
-    t(ok("map fixed", dev.map_at(20 * PAGE_SIZE, PAGE_SIZE, false).map(drop)).map_err(|e| format!("{e:?}")));
-    t(expect_errno("FIXED overlap", dev.map_at(10 * PAGE_SIZE, 4 * PAGE_SIZE, false), libc::EEXIST));
-    t(expect_errno("REPLACE partial overlap", dev.map_at(10 * PAGE_SIZE, 4 * PAGE_SIZE, true), libc::EINVAL));
-    t(expect_errno("no room", dev.map(60 * PAGE_SIZE), libc::ENOMEM));
-    t(expect_errno("unmap unmapped range", dev.unmap(0, 8 * PAGE_SIZE), libc::ENOENT));
-    t(expect_errno("unmap part of a region", dev.unmap(9 * PAGE_SIZE, PAGE_SIZE), libc::EINVAL));
-    t(expect_errno("unmap straddling", dev.unmap(4 * PAGE_SIZE, 6 * PAGE_SIZE), libc::EINVAL));
-    t(expect_errno("unmap unaligned", dev.unmap(8 * PAGE_SIZE + 1, 4 * PAGE_SIZE), libc::EINVAL));
-    t(expect_errno("unmap zero length", dev.unmap(8 * PAGE_SIZE, 0), libc::EINVAL));
-    t(expect_errno("unmap overflowing", dev.unmap(usize::MAX & !(PAGE_SIZE - 1), 2 * PAGE_SIZE), libc::EINVAL));
-    t(expect_errno("unmap beyond arena", dev.unmap(60 * PAGE_SIZE, 8 * PAGE_SIZE), libc::EINVAL));
-    t(expect_errno("unknown ioctl", dev.ioctl_raw(uapi::VMALAB_IOC_MAP + 0x80, 0).map(drop), libc::ENOTTY));
-    t(expect_errno("foreign ioctl type", dev.ioctl_raw(0x5401, 0).map(drop), libc::ENOTTY));
-    t(expect_errno("map bad pointer", dev.ioctl_raw(VMALAB_IOC_MAP, 16).map(drop), libc::EFAULT));
-    t(expect_errno("info bad pointer", dev.ioctl_raw(VMALAB_IOC_INFO, 16).map(drop), libc::EFAULT));
-    t(expect_errno("unmap bad pointer", dev.ioctl_raw(VMALAB_IOC_UNMAP, 16).map(drop), libc::EFAULT));
-    t(expect_errno("test hook without test_hooks", dev.ioctl_raw(VMALAB_IOC_TEST_WARN, 0).map(drop), libc::EPERM));
+    t(ok(
+        "map fixed",
+        dev.map_at(8 * PAGE_SIZE, 4 * PAGE_SIZE, false).map(drop),
+    )
+    .map_err(|e| format!("{e:?}")));
+    t(ok(
+        "map fixed",
+        dev.map_at(20 * PAGE_SIZE, PAGE_SIZE, false).map(drop),
+    )
+    .map_err(|e| format!("{e:?}")));
+    t(expect_errno(
+        "FIXED overlap",
+        dev.map_at(10 * PAGE_SIZE, 4 * PAGE_SIZE, false),
+        libc::EEXIST,
+    ));
+    t(expect_errno(
+        "REPLACE partial overlap",
+        dev.map_at(10 * PAGE_SIZE, 4 * PAGE_SIZE, true),
+        libc::EINVAL,
+    ));
+    t(expect_errno(
+        "no room",
+        dev.map(60 * PAGE_SIZE),
+        libc::ENOMEM,
+    ));
+    t(expect_errno(
+        "unmap unmapped range",
+        dev.unmap(0, 8 * PAGE_SIZE),
+        libc::ENOENT,
+    ));
+    t(expect_errno(
+        "unmap part of a region",
+        dev.unmap(9 * PAGE_SIZE, PAGE_SIZE),
+        libc::EINVAL,
+    ));
+    t(expect_errno(
+        "unmap straddling",
+        dev.unmap(4 * PAGE_SIZE, 6 * PAGE_SIZE),
+        libc::EINVAL,
+    ));
+    t(expect_errno(
+        "unmap unaligned",
+        dev.unmap(8 * PAGE_SIZE + 1, 4 * PAGE_SIZE),
+        libc::EINVAL,
+    ));
+    t(expect_errno(
+        "unmap zero length",
+        dev.unmap(8 * PAGE_SIZE, 0),
+        libc::EINVAL,
+    ));
+    t(expect_errno(
+        "unmap overflowing",
+        dev.unmap(usize::MAX & !(PAGE_SIZE - 1), 2 * PAGE_SIZE),
+        libc::EINVAL,
+    ));
+    t(expect_errno(
+        "unmap beyond arena",
+        dev.unmap(60 * PAGE_SIZE, 8 * PAGE_SIZE),
+        libc::EINVAL,
+    ));
+    t(expect_errno(
+        "unknown ioctl",
+        dev.ioctl_raw(uapi::VMALAB_IOC_MAP + 0x80, 0).map(drop),
+        libc::ENOTTY,
+    ));
+    t(expect_errno(
+        "foreign ioctl type",
+        dev.ioctl_raw(0x5401, 0).map(drop),
+        libc::ENOTTY,
+    ));
+    t(expect_errno(
+        "map bad pointer",
+        dev.ioctl_raw(VMALAB_IOC_MAP, 16).map(drop),
+        libc::EFAULT,
+    ));
+    t(expect_errno(
+        "info bad pointer",
+        dev.ioctl_raw(VMALAB_IOC_INFO, 16).map(drop),
+        libc::EFAULT,
+    ));
+    t(expect_errno(
+        "unmap bad pointer",
+        dev.ioctl_raw(VMALAB_IOC_UNMAP, 16).map(drop),
+        libc::EFAULT,
+    ));
+    t(expect_errno(
+        "test hook without test_hooks",
+        dev.ioctl_raw(VMALAB_IOC_TEST_WARN, 0).map(drop),
+        libc::EPERM,
+    ));
     // The regions survived all of that, and the valid unmap works.
     let i = dev.info().unwrap_or_default();
-    t(check(i.regions == 2, || format!("regions {} != 2 after bad input", i.regions)).map_err(|e| format!("{e:?}")));
+    t(check(i.regions == 2, || {
+        format!("regions {} != 2 after bad input", i.regions)
+    })
+    .map_err(|e| format!("{e:?}")));
     t(ok("unmap both", dev.unmap(8 * PAGE_SIZE, 13 * PAGE_SIZE)).map_err(|e| format!("{e:?}")));
-    t(expect_errno("config after first region", dev.config(ctx.engine, 0), libc::EBUSY));
+    t(expect_errno(
+        "config after first region",
+        dev.config(ctx.engine, 0),
+        libc::EBUSY,
+    ));
     if errs.is_empty() {
         Ok(())
     } else {
@@ -188,12 +411,34 @@ fn arena_vma_rules(ctx: &Ctx) -> TestResult {
             errs.push(e)
         }
     };
-    t(expect_errno("MAP_PRIVATE arena", dev.mmap_raw(ARENA, libc::MAP_PRIVATE, 0).map(|a| a.leak()), libc::EINVAL));
-    t(expect_errno("arena at pgoff 1", dev.mmap_raw(ARENA, libc::MAP_SHARED, PAGE_SIZE as i64).map(|a| a.leak()), libc::EINVAL));
-    t(expect_errno("arena of the wrong size", dev.mmap_raw(ARENA / 2, libc::MAP_SHARED, 0).map(|a| a.leak()), libc::EINVAL));
+    t(expect_errno(
+        "MAP_PRIVATE arena",
+        dev.mmap_raw(ARENA, libc::MAP_PRIVATE, 0).map(|a| a.leak()),
+        libc::EINVAL,
+    ));
+    t(expect_errno(
+        "arena at pgoff 1",
+        dev.mmap_raw(ARENA, libc::MAP_SHARED, PAGE_SIZE as i64)
+            .map(|a| a.leak()),
+        libc::EINVAL,
+    ));
+    t(expect_errno(
+        "arena of the wrong size",
+        dev.mmap_raw(ARENA / 2, libc::MAP_SHARED, 0)
+            .map(|a| a.leak()),
+        libc::EINVAL,
+    ));
     let arena = ok("mmap", dev.mmap_arena(ARENA))?;
-    t(expect_errno("second arena", dev.mmap_arena(ARENA).map(|a| a.leak()), libc::EBUSY));
-    t(expect_errno("config after mmap", dev.config(ctx.engine, 0), libc::EBUSY));
+    t(expect_errno(
+        "second arena",
+        dev.mmap_arena(ARENA).map(|a| a.leak()),
+        libc::EBUSY,
+    ));
+    t(expect_errno(
+        "config after mmap",
+        dev.config(ctx.engine, 0),
+        libc::EBUSY,
+    ));
     let base = arena.base().cast::<libc::c_void>();
     // SAFETY: Calls on our own mapping; each is expected to fail and change nothing.
     let (munmap_part, mprotect_part, mremap_move) = unsafe {
@@ -205,9 +450,18 @@ fn arena_vma_rules(ctx: &Ctx) -> TestResult {
         let ec = *libc::__errno_location();
         ((a, ea), (b, eb), (c == libc::MAP_FAILED, ec))
     };
-    t(check(munmap_part == (-1, libc::EINVAL), || format!("partial munmap of the arena: {munmap_part:?}")).map_err(|e| format!("{e:?}")));
-    t(check(mprotect_part == (-1, libc::EINVAL), || format!("partial mprotect of the arena: {mprotect_part:?}")).map_err(|e| format!("{e:?}")));
-    t(check(mremap_move.0, || "mremap of the arena succeeded".into()).map_err(|e| format!("{e:?}")));
+    t(check(munmap_part == (-1, libc::EINVAL), || {
+        format!("partial munmap of the arena: {munmap_part:?}")
+    })
+    .map_err(|e| format!("{e:?}")));
+    t(check(mprotect_part == (-1, libc::EINVAL), || {
+        format!("partial mprotect of the arena: {mprotect_part:?}")
+    })
+    .map_err(|e| format!("{e:?}")));
+    t(
+        check(mremap_move.0, || "mremap of the arena succeeded".into())
+            .map_err(|e| format!("{e:?}")),
+    );
     // The arena still works after all the refusals.
     let off = ok("map", dev.map(4 * PAGE_SIZE))?;
     t(write_range(&arena, off, 4 * PAGE_SIZE, 3));
@@ -223,16 +477,29 @@ fn sigbus_outside_regions(ctx: &Ctx) -> TestResult {
     let (dev, arena) = space(ctx, ARENA)?;
     let off = ok("map", dev.map_at(16 * PAGE_SIZE, 4 * PAGE_SIZE, false))?;
     for o in [0, 15 * PAGE_SIZE, 20 * PAGE_SIZE, ARENA - 8] {
-        check(probe::load(arena.at(o).cast()) == Err(probe::Fault::Bus), || format!("load at {o:#x} outside regions did not SIGBUS"))?;
-        check(probe::store(arena.at(o).cast(), 1) == Err(probe::Fault::Bus), || format!("store at {o:#x} outside regions did not SIGBUS"))?;
+        check(
+            probe::load(arena.at(o).cast()) == Err(probe::Fault::Bus),
+            || format!("load at {o:#x} outside regions did not SIGBUS"),
+        )?;
+        check(
+            probe::store(arena.at(o).cast(), 1) == Err(probe::Fault::Bus),
+            || format!("store at {o:#x} outside regions did not SIGBUS"),
+        )?;
     }
     verify_range(&arena, off, 4 * PAGE_SIZE, None)?;
     let i = ok("info", dev.info())?;
-    check(i.counters[uapi::VMALAB_CTR_FAULT_SIGBUS] >= 8, || format!("sigbus counter {} < 8", i.counters[uapi::VMALAB_CTR_FAULT_SIGBUS]))?;
+    check(i.counters[uapi::VMALAB_CTR_FAULT_SIGBUS] >= 8, || {
+        format!(
+            "sigbus counter {} < 8",
+            i.counters[uapi::VMALAB_CTR_FAULT_SIGBUS]
+        )
+    })?;
     let (base, size) = arena.leak();
     // SAFETY: Unmapping our own arena.
     unsafe { libc::munmap(base.cast(), size) };
-    check(probe::load(base.cast()) == Err(probe::Fault::Segv), || "load after munmap of the arena did not SIGSEGV".into())?;
+    check(probe::load(base.cast()) == Err(probe::Fault::Segv), || {
+        "load after munmap of the arena did not SIGSEGV".into()
+    })?;
     Ok(())
 }
 
@@ -240,8 +507,19 @@ fn sigbus_outside_regions(ctx: &Ctx) -> TestResult {
 fn on_threads(n: usize, f: impl Fn(usize, &Barrier) -> Result<(), String> + Sync) -> TestResult {
     let barrier = Barrier::new(n);
     let errs: Vec<String> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..n).map(|t| { let (f, b) = (&f, &barrier); s.spawn(move || f(t, b)) }).collect();
-        hs.into_iter().filter_map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())).err()).collect()
+        let hs: Vec<_> = (0..n)
+            .map(|t| {
+                let (f, b) = (&f, &barrier);
+                s.spawn(move || f(t, b))
+            })
+            .collect();
+        hs.into_iter()
+            .filter_map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("thread panicked".into()))
+                    .err()
+            })
+            .collect()
     });
     if errs.is_empty() {
         Ok(())
@@ -254,7 +532,9 @@ fn fault_storm_own_regions(ctx: &Ctx) -> TestResult {
     let (dev, arena) = space(ctx, ARENA)?;
     let pages = 256;
     let len = pages * PAGE_SIZE;
-    let offs: Vec<usize> = (0..ctx.threads).map(|_| ok("map", dev.map(len))).collect::<Result<_, _>>()?;
+    let offs: Vec<usize> = (0..ctx.threads)
+        .map(|_| ok("map", dev.map(len)))
+        .collect::<Result<_, _>>()?;
     on_threads(ctx.threads, |t, b| {
         // Read faults first (zero pages, map_pages fast path for the second half of
         // each fault-around window), then write faults, then every thread checks
@@ -269,9 +549,16 @@ fn fault_storm_own_regions(ctx: &Ctx) -> TestResult {
     })?;
     let i = ok("info", dev.info())?;
     let c = |k: usize| i.counters[k];
-    check(i.pages == (pages * ctx.threads) as u64, || format!("pages {} != {}", i.pages, pages * ctx.threads))?;
-    check(c(uapi::VMALAB_CTR_FAULT_SIGBUS) == 0, || format!("{} SIGBUS faults", c(uapi::VMALAB_CTR_FAULT_SIGBUS)))?;
-    check(c(uapi::VMALAB_CTR_FAULT_SLOW) >= (pages * ctx.threads) as u64 / 16, || format!("too few slow faults: {:?}", &i.counters[..8]))?;
+    check(i.pages == (pages * ctx.threads) as u64, || {
+        format!("pages {} != {}", i.pages, pages * ctx.threads)
+    })?;
+    check(c(uapi::VMALAB_CTR_FAULT_SIGBUS) == 0, || {
+        format!("{} SIGBUS faults", c(uapi::VMALAB_CTR_FAULT_SIGBUS))
+    })?;
+    check(
+        c(uapi::VMALAB_CTR_FAULT_SLOW) >= (pages * ctx.threads) as u64 / 16,
+        || format!("too few slow faults: {:?}", &i.counters[..8]),
+    )?;
     Ok(())
 }
 
@@ -295,7 +582,12 @@ fn fault_storm_one_region(ctx: &Ctx) -> TestResult {
         Ok(())
     })?;
     let i = ok("info", dev.info())?;
-    check(i.pages == pages as u64, || format!("pages {} != {pages}: a racing allocation leaked or was lost", i.pages))?;
+    check(i.pages == pages as u64, || {
+        format!(
+            "pages {} != {pages}: a racing allocation leaked or was lost",
+            i.pages
+        )
+    })?;
     Ok(())
 }
 
@@ -310,27 +602,45 @@ fn replace_basic(ctx: &Ctx) -> TestResult {
     verify_range(&arena, 0, 2 * len, None)?;
     let i = ok("info", dev.info())?;
     check(i.regions == 1, || format!("regions {} != 1", i.regions))?;
-    check(i.counters[uapi::VMALAB_CTR_REPLACED] == 2, || format!("replaced {} != 2", i.counters[uapi::VMALAB_CTR_REPLACED]))?;
-    check(i.counters[uapi::VMALAB_CTR_PAGE_FREE] == 16, || format!("page_free {} != 16", i.counters[uapi::VMALAB_CTR_PAGE_FREE]))?;
+    check(i.counters[uapi::VMALAB_CTR_REPLACED] == 2, || {
+        format!("replaced {} != 2", i.counters[uapi::VMALAB_CTR_REPLACED])
+    })?;
+    check(i.counters[uapi::VMALAB_CTR_PAGE_FREE] == 16, || {
+        format!("page_free {} != 16", i.counters[uapi::VMALAB_CTR_PAGE_FREE])
+    })?;
     let _ = b;
     Ok(())
 }
 
 fn race_test(ctx: &Ctx, mode: Mode, slow_delay_us: u32, pages: usize) -> TestResult {
     let (dev, arena) = space(ctx, ARENA)?;
-    let spec = RaceSpec { threads: ctx.threads, pages, accesses: ctx.accesses, mode, slow_delay_us };
+    let spec = RaceSpec {
+        threads: ctx.threads,
+        pages,
+        accesses: ctx.accesses,
+        mode,
+        slow_delay_us,
+    };
     let r = race::run(&dev, &arena, 32 * PAGE_SIZE, &spec).map_err(Outcome::Fail)?;
     println!(
         "#   {} checked accesses ({} ok, {} SIGBUS) over {} generations: {} violations",
         r.accesses, r.ok, r.bus, r.generations, r.violations
     );
     if r.violations > 0 {
-        return fail(format!("{} violations, e.g.:\n{}", r.violations, r.examples.join("\n")));
+        return fail(format!(
+            "{} violations, e.g.:\n{}",
+            r.violations,
+            r.examples.join("\n")
+        ));
     }
     // The run must have exercised what it claims to.
-    check(r.ok > 0 && r.generations >= 2, || format!("race did not exercise the region: {r:?}"))?;
+    check(r.ok > 0 && r.generations >= 2, || {
+        format!("race did not exercise the region: {r:?}")
+    })?;
     if mode == Mode::Unmap {
-        check(r.bus > 0, || format!("no access ever hit the unmapped gap: {r:?}"))?;
+        check(r.bus > 0, || {
+            format!("no access ever hit the unmapped gap: {r:?}")
+        })?;
     }
     Ok(())
 }
@@ -374,7 +684,9 @@ fn close_with_live_mappings(ctx: &Ctx) -> TestResult {
         // address space alive.
         drop(dev);
         for h in hs {
-            h.join().map_err(|_| Outcome::Fail("thread panicked".into()))?.map_err(Outcome::Fail)?;
+            h.join()
+                .map_err(|_| Outcome::Fail("thread panicked".into()))?
+                .map_err(Outcome::Fail)?;
         }
         Ok(())
     })?;
@@ -382,7 +694,8 @@ fn close_with_live_mappings(ctx: &Ctx) -> TestResult {
     write_range(&arena, off + len / 2, len / 2, 6)?;
     verify_range(&arena, off + len / 2, len / 2, Some(6))?;
     drop(arena);
-    let again = Device::with_engine(ctx.engine, ARENA).map_err(|e| Outcome::Fail(format!("reopen: {e}")))?;
+    let again = Device::with_engine(ctx.engine, ARENA)
+        .map_err(|e| Outcome::Fail(format!("reopen: {e}")))?;
     ok("map after reopen", again.map(PAGE_SIZE))?;
     Ok(())
 }
@@ -396,72 +709,124 @@ fn fork_does_not_inherit_arena(ctx: &Ctx) -> TestResult {
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         // VM_DONTCOPY: the child has no arena, so the access faults with SIGSEGV.
-        let code = if probe::load(p) == Err(probe::Fault::Segv) { 0 } else { 1 };
+        let code = if probe::load(p) == Err(probe::Fault::Segv) {
+            0
+        } else {
+            1
+        };
         // SAFETY: Leave the child at once.
         unsafe { libc::_exit(code) };
     }
     let mut status = 0;
     // SAFETY: Reaping our child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
-    check(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, || "the child could reach the parent's arena".into())?;
+    check(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        || "the child could reach the parent's arena".into(),
+    )?;
     verify_range(&arena, off, 4 * PAGE_SIZE, Some(9))?;
     Ok(())
 }
 
 fn vmstat(name: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/vmstat").ok()?;
-    s.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    s.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 fn faults_stay_under_per_vma_lock(ctx: &Ctx) -> TestResult {
     if vmstat("vma_lock_success").is_none() {
-        return Err(Outcome::Skip("no vma_lock_* in /proc/vmstat (CONFIG_PER_VMA_LOCK_STATS=n)".into()));
+        return Err(Outcome::Skip(
+            "no vma_lock_* in /proc/vmstat (CONFIG_PER_VMA_LOCK_STATS=n)".into(),
+        ));
     }
     let (dev, arena) = space(ctx, ARENA)?;
     let pages = 512;
     let off = ok("map", dev.map(pages * PAGE_SIZE))?;
-    let (s0, r0) = (vmstat("vma_lock_success").unwrap_or(0), vmstat("vma_lock_retry").unwrap_or(0));
+    let (s0, r0) = (
+        vmstat("vma_lock_success").unwrap_or(0),
+        vmstat("vma_lock_retry").unwrap_or(0),
+    );
     // Read faults (fault-around) on the first half, write faults on the second.
     on_threads(ctx.threads, |t, _| {
         for p in (t..pages).step_by(ctx.threads) {
             let a = arena.at(off + p * PAGE_SIZE).cast::<u64>();
-            let r = if p < pages / 2 { probe::load(a).map(drop) } else { probe::store(a, 1) };
+            let r = if p < pages / 2 {
+                probe::load(a).map(drop)
+            } else {
+                probe::store(a, 1)
+            };
             r.map_err(|f| format!("page {p}: {f:?}"))?;
         }
         Ok(())
     })?;
-    let (s1, r1) = (vmstat("vma_lock_success").unwrap_or(0), vmstat("vma_lock_retry").unwrap_or(0));
+    let (s1, r1) = (
+        vmstat("vma_lock_success").unwrap_or(0),
+        vmstat("vma_lock_retry").unwrap_or(0),
+    );
     let i = ok("info", dev.info())?;
     let faults = i.counters[uapi::VMALAB_CTR_FAULT_FAST] + i.counters[uapi::VMALAB_CTR_FAULT_SLOW];
-    println!("#   {faults} arena faults; vma_lock_success +{}, vma_lock_retry +{}", s1 - s0, r1 - r0);
-    check(faults > 0 && s1 - s0 >= faults, || format!("only {} per-VMA-lock successes for {faults} faults", s1 - s0))?;
+    println!(
+        "#   {faults} arena faults; vma_lock_success +{}, vma_lock_retry +{}",
+        s1 - s0,
+        r1 - r0
+    );
+    check(faults > 0 && s1 - s0 >= faults, || {
+        format!(
+            "only {} per-VMA-lock successes for {faults} faults",
+            s1 - s0
+        )
+    })?;
     // Without map_pages every one of these faults would be retried under mmap_lock;
     // allow a little noise from other processes in the guest.
-    check((r1 - r0) * 20 < faults, || format!("{} per-VMA-lock retries for {faults} faults", r1 - r0))?;
+    check((r1 - r0) * 20 < faults, || {
+        format!("{} per-VMA-lock retries for {faults} faults", r1 - r0)
+    })?;
     Ok(())
 }
 
 fn counters_account_pages(ctx: &Ctx) -> TestResult {
     let (dev, arena) = space(ctx, ARENA)?;
     let len = 32 * PAGE_SIZE;
-    let offs: Vec<usize> = (0..4).map(|_| ok("map", dev.map(len))).collect::<Result<_, _>>()?;
+    let offs: Vec<usize> = (0..4)
+        .map(|_| ok("map", dev.map(len)))
+        .collect::<Result<_, _>>()?;
     for &o in &offs {
         write_range(&arena, o, len, 1)?;
     }
     let i = ok("info", dev.info())?;
     let c = |i: &uapi::VmalabInfo, k: usize| i.counters[k];
-    check(c(&i, uapi::VMALAB_CTR_PAGE_ALLOC) == 128 && i.pages == 128, || format!("after touching 128 pages: {i:?}"))?;
-    check(c(&i, uapi::VMALAB_CTR_MAP) == 4, || format!("map counter {}", c(&i, uapi::VMALAB_CTR_MAP)))?;
+    check(
+        c(&i, uapi::VMALAB_CTR_PAGE_ALLOC) == 128 && i.pages == 128,
+        || format!("after touching 128 pages: {i:?}"),
+    )?;
+    check(c(&i, uapi::VMALAB_CTR_MAP) == 4, || {
+        format!("map counter {}", c(&i, uapi::VMALAB_CTR_MAP))
+    })?;
     for &o in &offs[..2] {
         ok("unmap", dev.unmap(o, len))?;
     }
     let j = ok("info", dev.info())?;
-    check(j.pages == 64 && c(&j, uapi::VMALAB_CTR_PAGE_FREE) == 64, || format!("after unmapping 2 of 4: {j:?}"))?;
-    check(j.regions == 2 && c(&j, uapi::VMALAB_CTR_REGION_FREE) == 2, || format!("regions after unmap: {j:?}"))?;
-    check(c(&j, uapi::VMALAB_CTR_ZAP) == 2 && c(&j, uapi::VMALAB_CTR_UNMAP) == 2, || format!("zap/unmap counters: {j:?}"))?;
-    check(j.meta_bytes < i.meta_bytes, || "meta_bytes did not shrink on unmap".into())?;
+    check(
+        j.pages == 64 && c(&j, uapi::VMALAB_CTR_PAGE_FREE) == 64,
+        || format!("after unmapping 2 of 4: {j:?}"),
+    )?;
+    check(
+        j.regions == 2 && c(&j, uapi::VMALAB_CTR_REGION_FREE) == 2,
+        || format!("regions after unmap: {j:?}"),
+    )?;
+    check(
+        c(&j, uapi::VMALAB_CTR_ZAP) == 2 && c(&j, uapi::VMALAB_CTR_UNMAP) == 2,
+        || format!("zap/unmap counters: {j:?}"),
+    )?;
+    check(j.meta_bytes < i.meta_bytes, || {
+        "meta_bytes did not shrink on unmap".into()
+    })?;
     for &o in &offs[..2] {
-        check(probe::load(arena.at(o).cast()) == Err(probe::Fault::Bus), || format!("unmapped region at {o:#x} still readable"))?;
+        check(
+            probe::load(arena.at(o).cast()) == Err(probe::Fault::Bus),
+            || format!("unmapped region at {o:#x} still readable"),
+        )?;
     }
     Ok(())
 }

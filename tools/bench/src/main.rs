@@ -26,12 +26,22 @@ struct Opts {
 }
 
 fn parse() -> Opts {
-    let mut o = Opts { threads: vec![1, 2], pages: 2048, repeat: 3, engines: Vec::new() };
+    let mut o = Opts {
+        threads: vec![1, 2],
+        pages: 2048,
+        repeat: 3,
+        engines: Vec::new(),
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let v = args.next().unwrap_or_else(|| panic!("{a} needs a value"));
         match a.as_str() {
-            "--threads" => o.threads = v.split(',').map(|t| t.parse().expect("thread count")).collect(),
+            "--threads" => {
+                o.threads = v
+                    .split(',')
+                    .map(|t| t.parse().expect("thread count"))
+                    .collect()
+            }
             "--pages" => o.pages = v.parse().expect("pages"),
             "--repeat" => o.repeat = v.parse().expect("repeat"),
             "--engine" => {
@@ -51,7 +61,11 @@ fn parse() -> Opts {
 fn touch(base: *mut u8, pages: usize) {
     for p in 0..pages {
         // SAFETY: `base` points at `pages` mapped pages owned by this thread.
-        unsafe { base.add(p * PAGE_SIZE).cast::<u64>().write_volatile(p as u64 + 1) };
+        unsafe {
+            base.add(p * PAGE_SIZE)
+                .cast::<u64>()
+                .write_volatile(p as u64 + 1)
+        };
     }
 }
 
@@ -80,14 +94,19 @@ fn run_engine(engine: u32, threads: usize, pages: usize) -> (f64, f64) {
     let arena_size = (threads * len).next_power_of_two().max(1 << 20);
     let dev = Device::with_engine(engine, arena_size).expect("open vmalab");
     let arena = dev.mmap_arena(arena_size).expect("mmap arena");
-    let bases: Vec<usize> = (0..threads).map(|_| arena.at(dev.map(len).expect("map")) as usize).collect();
+    let bases: Vec<usize> = (0..threads)
+        .map(|_| arena.at(dev.map(len).expect("map")) as usize)
+        .collect();
     let before = dev.info().expect("info").counters;
     let dt = timed(&bases, pages);
     let after = dev.info().expect("info").counters;
     let faults = (after[uapi::VMALAB_CTR_FAULT_FAST] + after[uapi::VMALAB_CTR_FAULT_SLOW])
         - (before[uapi::VMALAB_CTR_FAULT_FAST] + before[uapi::VMALAB_CTR_FAULT_SLOW]);
     let writes = after[uapi::VMALAB_CTR_SHARED_WRITES] - before[uapi::VMALAB_CTR_SHARED_WRITES];
-    ((threads * pages) as f64 / dt.as_secs_f64(), writes as f64 / faults.max(1) as f64)
+    (
+        (threads * pages) as f64 / dt.as_secs_f64(),
+        writes as f64 / faults.max(1) as f64,
+    )
 }
 
 /// The reference: a memfd `MAP_SHARED` mapping, faulted the same way.
@@ -97,9 +116,18 @@ fn run_memfd(threads: usize, pages: usize) -> f64 {
     unsafe {
         let fd = libc::memfd_create(c"vmalab-bench".as_ptr(), libc::MFD_CLOEXEC);
         assert!(fd >= 0 && libc::ftruncate(fd, len as i64) == 0, "memfd");
-        let p = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0);
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        );
         assert!(p != libc::MAP_FAILED, "mmap memfd");
-        let bases: Vec<usize> = (0..threads).map(|t| p as usize + t * pages * PAGE_SIZE).collect();
+        let bases: Vec<usize> = (0..threads)
+            .map(|t| p as usize + t * pages * PAGE_SIZE)
+            .collect();
         let dt = timed(&bases, pages);
         libc::munmap(p, len);
         libc::close(fd);
@@ -114,17 +142,33 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let o = parse();
-    println!("# vmalab fault throughput: {} pages/thread, write faults, median of {}", o.pages, o.repeat);
+    println!(
+        "# vmalab fault throughput: {} pages/thread, write faults, median of {}",
+        o.pages, o.repeat
+    );
     println!("# (under TCG emulation absolute numbers are meaningless; compare ratios)");
-    println!("{:<8} {:>7} {:>14} {:>10} {:>16}", "engine", "threads", "faults/s", "vs memfd", "shared wr/fault");
+    println!(
+        "{:<8} {:>7} {:>14} {:>10} {:>16}",
+        "engine", "threads", "faults/s", "vs memfd", "shared wr/fault"
+    );
     for &t in &o.threads {
         let memfd = median((0..o.repeat).map(|_| run_memfd(t, o.pages)).collect());
-        println!("{:<8} {:>7} {:>14.0} {:>10.2} {:>16}", "memfd", t, memfd, 1.0, "-");
+        println!(
+            "{:<8} {:>7} {:>14.0} {:>10.2} {:>16}",
+            "memfd", t, memfd, 1.0, "-"
+        );
         for &(id, name) in &o.engines {
             let runs: Vec<(f64, f64)> = (0..o.repeat).map(|_| run_engine(id, t, o.pages)).collect();
             let rate = median(runs.iter().map(|r| r.0).collect());
             let wpf = median(runs.iter().map(|r| r.1).collect());
-            println!("{:<8} {:>7} {:>14.0} {:>10.2} {:>16.2}", name, t, rate, rate / memfd, wpf);
+            println!(
+                "{:<8} {:>7} {:>14.0} {:>10.2} {:>16.2}",
+                name,
+                t,
+                rate,
+                rate / memfd,
+                wpf
+            );
         }
     }
 }

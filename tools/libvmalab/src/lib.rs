@@ -34,7 +34,10 @@ pub fn engines() -> Vec<(u32, &'static str)> {
 
 /// Looks an engine up by name.
 pub fn engine_id(name: &str) -> Option<u32> {
-    engines().into_iter().find(|&(_, n)| n == name).map(|(id, _)| id)
+    engines()
+        .into_iter()
+        .find(|&(_, n)| n == name)
+        .map(|(id, _)| id)
 }
 
 /// One open file of `/dev/vmalab`: one address space.
@@ -60,7 +63,9 @@ impl Device {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` is a freshly opened descriptor we own.
-        Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        Ok(Self {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
     }
 
     /// Opens the device and configures engine and arena size.
@@ -90,7 +95,11 @@ impl Device {
 
     /// `VMALAB_IOC_CONFIG`.
     pub fn config(&self, engine: u32, arena_size: u64) -> Result<(), Errno> {
-        let mut c = uapi::VmalabConfig { engine, flags: 0, arena_size };
+        let mut c = uapi::VmalabConfig {
+            engine,
+            flags: 0,
+            arena_size,
+        };
         self.ioctl_raw(uapi::VMALAB_IOC_CONFIG, &mut c as *mut _ as usize)
             .map(drop)
     }
@@ -103,13 +112,20 @@ impl Device {
 
     /// Maps a zero-filled region anywhere; returns its offset.
     pub fn map(&self, length: usize) -> Result<usize, Errno> {
-        self.map_args(uapi::VmalabMap { length: length as u64, ..Default::default() })
-            .map(|o| o as usize)
+        self.map_args(uapi::VmalabMap {
+            length: length as u64,
+            ..Default::default()
+        })
+        .map(|o| o as usize)
     }
 
     /// Maps a zero-filled region at `offset` (`FIXED`, or `REPLACE` if `replace`).
     pub fn map_at(&self, offset: usize, length: usize, replace: bool) -> Result<usize, Errno> {
-        let flags = if replace { uapi::VMALAB_MAP_REPLACE } else { uapi::VMALAB_MAP_FIXED };
+        let flags = if replace {
+            uapi::VMALAB_MAP_REPLACE
+        } else {
+            uapi::VMALAB_MAP_FIXED
+        };
         self.map_args(uapi::VmalabMap {
             offset: offset as u64,
             length: length as u64,
@@ -132,7 +148,10 @@ impl Device {
 
     /// `VMALAB_IOC_UNMAP`.
     pub fn unmap(&self, offset: usize, length: usize) -> Result<(), Errno> {
-        let mut u = uapi::VmalabUnmap { offset: offset as u64, length: length as u64 };
+        let mut u = uapi::VmalabUnmap {
+            offset: offset as u64,
+            length: length as u64,
+        };
         self.ioctl_raw(uapi::VMALAB_IOC_UNMAP, &mut u as *mut _ as usize)
             .map(drop)
     }
@@ -165,7 +184,10 @@ impl Device {
         if p == libc::MAP_FAILED {
             return Err(errno());
         }
-        Ok(Arena { base: NonNull::new(p.cast()).expect("mmap returned NULL"), size })
+        Ok(Arena {
+            base: NonNull::new(p.cast()).expect("mmap returned NULL"),
+            size,
+        })
     }
 }
 

@@ -8,7 +8,9 @@ use vmalab::uapi::*;
 fn c_header_matches_rust_uapi() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut c = String::from("#include \"rust/uapi.h\"\n#include <stddef.h>\n");
-    let mut eq = |expr: &str, v: u64| writeln!(c, "_Static_assert(({expr}) == {v}ULL, \"{expr} != {v}\");").unwrap();
+    let mut eq = |expr: &str, v: u64| {
+        writeln!(c, "_Static_assert(({expr}) == {v}ULL, \"{expr} != {v}\");").unwrap()
+    };
     for (n, v) in [
         ("VMALAB_IOC_MAGIC", VMALAB_IOC_MAGIC as u64),
         ("VMALAB_IOC_CONFIG", VMALAB_IOC_CONFIG as u64),
@@ -26,14 +28,32 @@ fn c_header_matches_rust_uapi() {
         ("VMALAB_MAX_DELAY_US", VMALAB_MAX_DELAY_US as u64),
         ("VMALAB_NR_COUNTERS", VMALAB_NR_COUNTERS as u64),
         ("VMALAB_CTR_DEFINED", VMALAB_CTR_DEFINED as u64),
-        ("sizeof(struct vmalab_config)", size_of::<VmalabConfig>() as u64),
-        ("offsetof(struct vmalab_config, arena_size)", offset_of!(VmalabConfig, arena_size) as u64),
+        (
+            "sizeof(struct vmalab_config)",
+            size_of::<VmalabConfig>() as u64,
+        ),
+        (
+            "offsetof(struct vmalab_config, arena_size)",
+            offset_of!(VmalabConfig, arena_size) as u64,
+        ),
         ("sizeof(struct vmalab_map)", size_of::<VmalabMap>() as u64),
-        ("offsetof(struct vmalab_map, flags)", offset_of!(VmalabMap, flags) as u64),
-        ("offsetof(struct vmalab_map, delay_us)", offset_of!(VmalabMap, delay_us) as u64),
-        ("sizeof(struct vmalab_unmap)", size_of::<VmalabUnmap>() as u64),
+        (
+            "offsetof(struct vmalab_map, flags)",
+            offset_of!(VmalabMap, flags) as u64,
+        ),
+        (
+            "offsetof(struct vmalab_map, delay_us)",
+            offset_of!(VmalabMap, delay_us) as u64,
+        ),
+        (
+            "sizeof(struct vmalab_unmap)",
+            size_of::<VmalabUnmap>() as u64,
+        ),
         ("sizeof(struct vmalab_info)", size_of::<VmalabInfo>() as u64),
-        ("offsetof(struct vmalab_info, counters)", offset_of!(VmalabInfo, counters) as u64),
+        (
+            "offsetof(struct vmalab_info, counters)",
+            offset_of!(VmalabInfo, counters) as u64,
+        ),
     ] {
         eq(n, v);
     }
@@ -52,5 +72,9 @@ fn c_header_matches_rust_uapi() {
         .output()
         .expect("run cc");
     std::fs::remove_dir_all(&dir).ok();
-    assert!(out.status.success(), "C header disagrees with rust/uapi.rs:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "C header disagrees with rust/uapi.rs:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
