@@ -132,7 +132,7 @@ fn main() {
     let mut threads = 4;
     let mut filter: Option<String> = None;
     let mut list = false;
-    let mut accesses = 200_000;
+    let mut accesses = 1_000_000;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {

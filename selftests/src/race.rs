@@ -5,7 +5,7 @@
 //! generations, publishing a state before and after each step:
 //!
 //! ```text
-//! unmap mode:   Live(g) -> UNMAP -> Gap(g) -> Busy(g+1) -> MAP FIXED -> fill -> Live(g+1)
+//! unmap mode:   Live(g) -> Busy(g) -> UNMAP -> Gap(g) -> Busy(g+1) -> MAP FIXED -> fill -> Live(g+1)
 //! replace mode: Live(g) -> Busy(g) -> MAP REPLACE -> Busy(g+1) -> fill -> Live(g+1)
 //! ```
 //!
@@ -69,6 +69,8 @@ pub struct RaceSpec {
     pub pages: usize,
     /// Minimum total checked accesses before the writer stops.
     pub accesses: u64,
+    /// Minimum generations the writer cycles before it stops.
+    pub generations: u64,
     /// How generations are retired.
     pub mode: Mode,
     /// First-touch delay (µs) for a slow-backed region; 0 = zero-filled.
@@ -247,9 +249,10 @@ pub fn run(
                 // Let readers see the live generation for a moment.
                 std::thread::sleep(std::time::Duration::from_micros(500));
                 gens += 1;
-                let done = sh.accesses.load(Relaxed) >= spec.accesses;
+                let done = sh.accesses.load(Relaxed) >= spec.accesses && gens >= spec.generations;
                 match spec.mode {
                     Mode::Unmap => {
+                        sh.state.store(state(gen, PHASE_BUSY), Release);
                         dev.unmap(offset, len)
                             .map_err(|e| format!("unmap failed: {}", vmalab::errno_name(e)))?;
                         sh.state.store(state(gen, PHASE_GAP), Release);

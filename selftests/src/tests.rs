@@ -612,12 +612,16 @@ fn replace_basic(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+/// Generations each race cycles at least (each one an unmap/replace under fire).
+const MIN_GENERATIONS: u64 = 50;
+
 fn race_test(ctx: &Ctx, mode: Mode, slow_delay_us: u32, pages: usize) -> TestResult {
     let (dev, arena) = space(ctx, ARENA)?;
     let spec = RaceSpec {
         threads: ctx.threads,
         pages,
         accesses: ctx.accesses,
+        generations: MIN_GENERATIONS,
         mode,
         slow_delay_us,
     };
@@ -634,7 +638,7 @@ fn race_test(ctx: &Ctx, mode: Mode, slow_delay_us: u32, pages: usize) -> TestRes
         ));
     }
     // The run must have exercised what it claims to.
-    check(r.ok > 0 && r.generations >= 2, || {
+    check(r.ok > 0 && r.generations >= MIN_GENERATIONS, || {
         format!("race did not exercise the region: {r:?}")
     })?;
     if mode == Mode::Unmap {
