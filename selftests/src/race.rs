@@ -124,7 +124,7 @@ fn reader(sh: &Shared, arena: &Arena, offset: usize, len: usize, seed: u64) {
             x ^= x << 17;
             let woff = offset + (x as usize % words) * 8;
             let s1 = sh.state.load(Acquire);
-            let r = probe::load(arena.at(woff).cast());
+            let r = arena.load(woff);
             let s2 = sh.state.load(Acquire);
             n += 1;
             let stable = s1 == s2;
@@ -177,8 +177,9 @@ fn reader(sh: &Shared, arena: &Arena, offset: usize, len: usize, seed: u64) {
 
 fn fill(arena: &Arena, offset: usize, len: usize, gen: u64) {
     for w in (0..len).step_by(8) {
-        let p = arena.at(offset + w).cast::<u64>();
-        probe::store(p, pattern(gen, offset + w)).expect("writer store into its own region failed");
+        arena
+            .store(offset + w, pattern(gen, offset + w))
+            .expect("writer store into its own region failed");
     }
 }
 

@@ -221,6 +221,19 @@ impl Arena {
         self.base.as_ptr().wrapping_add(offset)
     }
 
+    /// Loads the word at arena byte `offset`, reporting SIGBUS/SIGSEGV instead of dying
+    /// (see [`probe`]; call [`probe::install`] first).
+    pub fn load(&self, offset: usize) -> Result<u64, probe::Fault> {
+        probe::load(self.at(offset).cast())
+    }
+
+    /// Stores `v` at arena byte `offset`, reporting SIGBUS/SIGSEGV instead of dying.
+    pub fn store(&self, offset: usize, v: u64) -> Result<(), probe::Fault> {
+        // SAFETY: The address is inside our arena mapping (checked by `at`), which is
+        // device memory this process may write; it is never a Rust object.
+        unsafe { probe::store(self.at(offset).cast(), v) }
+    }
+
     /// Detaches the mapping so it is not unmapped on drop.
     pub fn leak(self) -> (*mut u8, usize) {
         let r = (self.base.as_ptr(), self.size);

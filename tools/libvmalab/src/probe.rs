@@ -115,8 +115,13 @@ pub fn install() {
 
 /// Loads the `u64` at `p`, or reports the signal the access raised.
 ///
-/// `p` must be 8-byte aligned. Any address is allowed: that is the point.
+/// `p` should be 8-byte aligned. Any address is allowed: that is the point, and the
+/// read happens inside the assembly routine, outside Rust's memory model.
 #[inline]
+#[expect(
+    clippy::not_unsafe_ptr_arg_deref,
+    reason = "a faulting read is reported, not UB"
+)]
 pub fn load(p: *const u64) -> Result<u64, Fault> {
     // SAFETY: The routine performs one load; a fault is turned into a return value by
     // the handler that `install` set up.
@@ -129,8 +134,13 @@ pub fn load(p: *const u64) -> Result<u64, Fault> {
 }
 
 /// Stores `v` at `p`, or reports the signal the access raised.
+///
+/// # Safety
+///
+/// If `p` is mapped, it must be memory the caller may write (e.g. the arena); a store
+/// into the process's own live objects would corrupt them.
 #[inline]
-pub fn store(p: *mut u64, v: u64) -> Result<(), Fault> {
+pub unsafe fn store(p: *mut u64, v: u64) -> Result<(), Fault> {
     // SAFETY: As for `load`, with one store.
     let sig = unsafe { vmalab_probe_store(p, v) };
     if sig == 0 {
