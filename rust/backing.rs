@@ -43,6 +43,38 @@ impl Backing {
         }
     }
 
+    /// Like [`Self::populate`], but never sleeps: usable under `rcu_read_lock()`.
+    /// Returns `None` when producing the page would have to sleep (the slow backing's
+    /// delay, or no memory without reclaim); the caller takes the slow path.
+    pub(crate) fn populate_atomic<'a>(
+        &self,
+        slots: &'a PageSlots,
+        i: usize,
+        stats: &Stats,
+    ) -> Option<BorrowedPage<'a>> {
+        if let Some(page) = slots.get(i) {
+            return Some(page);
+        }
+        if *self != Backing::Zero {
+            return None;
+        }
+        let page = Page::alloc_page(GFP_NOWAIT | __GFP_ZERO | __GFP_NOWARN).ok()?;
+        Some(Self::account(slots.install(i, page)?, stats))
+    }
+
+    fn account<'a>(installed: Installed<'a>, stats: &Stats) -> BorrowedPage<'a> {
+        match installed {
+            Installed::Stored(p) => {
+                stats.inc(uapi::VMALAB_CTR_PAGE_ALLOC);
+                p
+            }
+            lost @ Installed::Lost(_) => {
+                stats.inc(uapi::VMALAB_CTR_PAGE_RACE);
+                lost.page()
+            }
+        }
+    }
+
     /// Produces page `i` of `slots` if it is not there yet, and returns it.
     ///
     /// May sleep (allocation with `GFP_KERNEL`, and the slow backing's delay): call it
@@ -61,15 +93,6 @@ impl Backing {
             fsleep(Delta::from_micros(i64::from(delay_us)));
         }
         let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
-        match slots.install(i, page).ok_or(EINVAL)? {
-            Installed::Stored(p) => {
-                stats.inc(uapi::VMALAB_CTR_PAGE_ALLOC);
-                Ok(p)
-            }
-            lost @ Installed::Lost(_) => {
-                stats.inc(uapi::VMALAB_CTR_PAGE_RACE);
-                Ok(lost.page())
-            }
-        }
+        Ok(Self::account(slots.install(i, page).ok_or(EINVAL)?, stats))
     }
 }

@@ -34,6 +34,8 @@
 
 #![deny(unsafe_code)]
 
+pub(crate) mod none;
+pub(crate) mod rcu;
 pub(crate) mod rwsem;
 
 use crate::{
@@ -62,11 +64,23 @@ pub(crate) trait Engine: Send + Sync {
         region: Arc<Region>,
         placement: Placement,
         removed: &mut KVec<Arc<Region>>,
+        stats: &Stats,
     ) -> Result<usize>;
 
     /// Removes the regions inside `[start, end)` (pages), appending them to `removed`
     /// (quiesced, see the contract).
-    fn unmap(&self, start: usize, end: usize, removed: &mut KVec<Arc<Region>>) -> Result;
+    fn unmap(
+        &self,
+        start: usize,
+        end: usize,
+        removed: &mut KVec<Arc<Region>>,
+        stats: &Stats,
+    ) -> Result;
+
+    /// The arena is about to be mapped; faults may start after this returns.
+    fn freeze(&self) -> Result {
+        Ok(())
+    }
 
     /// Removes every region (the file is being released: no VMA is left).
     fn drain(&self, removed: &mut KVec<Arc<Region>>) -> Result;
@@ -77,11 +91,12 @@ pub(crate) trait Engine: Send + Sync {
 
 /// Creates the engine with UAPI id `id` for an arena of `arena_pages` pages.
 pub(crate) fn new(id: u32, arena_pages: usize) -> Result<Arc<dyn Engine>> {
-    match id {
-        uapi::VMALAB_ENGINE_RWSEM => Ok(Arc::pin_init(
-            rwsem::RwsemEngine::new(arena_pages),
-            GFP_KERNEL,
-        )?),
-        _ => Err(EINVAL),
-    }
+    Ok(match id {
+        uapi::VMALAB_ENGINE_RWSEM => {
+            Arc::pin_init(rwsem::RwsemEngine::new(arena_pages), GFP_KERNEL)?
+        }
+        uapi::VMALAB_ENGINE_RCU => Arc::pin_init(rcu::RcuEngine::new(arena_pages), GFP_KERNEL)?,
+        uapi::VMALAB_ENGINE_NONE => Arc::pin_init(none::NoneEngine::new(arena_pages), GFP_KERNEL)?,
+        _ => return Err(EINVAL),
+    })
 }

@@ -78,6 +78,27 @@ impl Region {
         hit
     }
 
+    /// Fast step of `->fault`, under `rcu_read_lock()`: maps the faulting page if that
+    /// needs no sleep (page present or allocatable with `GFP_NOWAIT`, PTE table
+    /// present). `None` means: take the slow path.
+    pub(crate) fn fault_atomic(
+        &self,
+        start: usize,
+        f: &Fault<'_>,
+        stats: &Stats,
+    ) -> Option<FaultOutcome> {
+        if !f.pte_table_present() {
+            return None;
+        }
+        let page = self
+            .backing
+            .populate_atomic(&self.pages, f.pgoff() - start, stats)?;
+        match f.insert(&page) {
+            Ok(()) | Err(EBUSY) => Some(FaultOutcome::Mapped),
+            Err(_) => None,
+        }
+    }
+
     /// Slow path: produces the faulting page if needed (may sleep) and maps it.
     pub(crate) fn fault(&self, start: usize, f: &Fault<'_>, stats: &Stats) -> FaultOutcome {
         let page = match self.backing.populate(&self.pages, f.pgoff() - start, stats) {
@@ -85,7 +106,7 @@ impl Region {
             Err(_) => return FaultOutcome::Oom,
         };
         match f.insert(&page) {
-            Ok(()) | Err(EBUSY) => FaultOutcome::Mapped,
+            Ok(()) | Err(EBUSY) => FaultOutcome::MappedSlow,
             Err(_) => FaultOutcome::Oom,
         }
     }
@@ -133,6 +154,11 @@ impl RegionTree {
             + core::mem::size_of::<usize>()
             + core::mem::size_of::<Arc<Region>>();
         self.tree.values().map(|r| r.meta_bytes() + node).sum()
+    }
+
+    /// The regions in order, as `(start, region)`.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, &Arc<Region>)> + '_ {
+        self.tree.iter().map(|(&e, r)| (e - r.npages(), r))
     }
 
     /// Finds the region containing `pgoff` and calls `f(start, region)` on it.
@@ -186,18 +212,30 @@ impl RegionTree {
         Ok(n)
     }
 
-    /// Removes the regions inside `[start, end)` (all of which must lie inside it),
-    /// appending them to `out`. Fails with `ENOENT` if there are none.
+    /// Validates an unmap of `[start, end)`: every region it touches must lie inside
+    /// it, and there must be at least one (`ENOENT`). Returns how many there are.
+    pub(crate) fn plan_remove(&self, start: usize, end: usize) -> Result<usize> {
+        match self.covered(start, end)? {
+            0 => Err(ENOENT),
+            n => Ok(n),
+        }
+    }
+
+    /// The starts of the regions in `[start, end)`, in order.
+    pub(crate) fn starts_in(&self, start: usize, end: usize) -> impl Iterator<Item = usize> + '_ {
+        self.overlapping(start, end).map(|(s, _)| s)
+    }
+
+    /// Removes the regions inside `[start, end)` (see [`Self::plan_remove`]), appending
+    /// them to `out`. On error the tree is unchanged; it cannot fail if `out` has room
+    /// for them.
     pub(crate) fn remove_range(
         &mut self,
         start: usize,
         end: usize,
         out: &mut KVec<Arc<Region>>,
     ) -> Result {
-        let n = self.covered(start, end)?;
-        if n == 0 {
-            return Err(ENOENT);
-        }
+        let n = self.plan_remove(start, end)?;
         out.reserve(n, GFP_KERNEL)?;
         while let Some(cursor) = self.tree.cursor_lower_bound_mut(&(start + 1)) {
             let (&e, r) = cursor.current();
@@ -211,19 +249,13 @@ impl RegionTree {
         Ok(())
     }
 
-    /// Inserts `region` where `placement` says, using a node reserved beforehand (so no
-    /// allocation happens under the engine's write lock). Regions displaced by
-    /// [`Placement::Replace`] are appended to `removed`. Returns the region's start.
-    ///
-    /// On error the tree is unchanged.
-    pub(crate) fn insert(
-        &mut self,
-        region: Arc<Region>,
+    /// Validates placing `npages` pages at `placement`: returns the start and how many
+    /// regions a `Replace` would displace. Changes nothing.
+    pub(crate) fn plan_insert(
+        &self,
+        npages: usize,
         placement: Placement,
-        node: RBTreeNodeReservation<usize, Arc<Region>>,
-        removed: &mut KVec<Arc<Region>>,
-    ) -> Result<usize> {
-        let npages = region.npages();
+    ) -> Result<(usize, usize)> {
         let start = match placement {
             Placement::Any => self.find_free(npages).ok_or(ENOMEM)?,
             Placement::Fixed(s) | Placement::Replace(s) => s,
@@ -232,18 +264,31 @@ impl RegionTree {
         if npages == 0 || end > self.limit {
             return Err(EINVAL);
         }
-        match placement {
-            Placement::Fixed(_) if self.overlapping(start, end).next().is_some() => {
-                return Err(EEXIST)
-            }
-            Placement::Replace(_) => {
-                // `remove_range` checks coverage before it changes anything.
-                match self.remove_range(start, end, removed) {
-                    Ok(()) | Err(ENOENT) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            _ => {}
+        let displaced = match placement {
+            Placement::Replace(_) => self.covered(start, end)?,
+            _ if self.overlapping(start, end).next().is_some() => return Err(EEXIST),
+            _ => 0,
+        };
+        Ok((start, displaced))
+    }
+
+    /// Inserts `region` where `placement` says, using a node reserved beforehand (so no
+    /// allocation happens under the engine's write lock). Regions displaced by
+    /// [`Placement::Replace`] are appended to `removed`. Returns the region's start.
+    ///
+    /// On error the tree is unchanged. It cannot fail if [`Self::plan_insert`] just
+    /// succeeded for the same arguments and `removed` has room for the displaced.
+    pub(crate) fn insert(
+        &mut self,
+        region: Arc<Region>,
+        placement: Placement,
+        node: RBTreeNodeReservation<usize, Arc<Region>>,
+        removed: &mut KVec<Arc<Region>>,
+    ) -> Result<usize> {
+        let (start, displaced) = self.plan_insert(region.npages(), placement)?;
+        let end = start + region.npages();
+        if displaced > 0 {
+            self.remove_range(start, end, removed)?;
         }
         // INVARIANT: `[start, end)` is inside the arena and now free.
         self.tree.insert(node.into_node(end, region));

@@ -152,7 +152,7 @@ impl Space {
                 start: vma.start(),
             });
         }
-        if let Err(e) = this.engine() {
+        if let Err(e) = this.engine().and_then(|e| e.freeze()) {
             this.setup.lock().arena = None;
             return Err(e);
         }
@@ -167,7 +167,8 @@ impl Space {
         };
         let out = engine.fault(f, &self.stats);
         self.stats.inc(match out {
-            FaultOutcome::Mapped => uapi::VMALAB_CTR_FAULT_SLOW,
+            FaultOutcome::Mapped => uapi::VMALAB_CTR_FAULT_FAST,
+            FaultOutcome::MappedSlow => uapi::VMALAB_CTR_FAULT_SLOW,
             FaultOutcome::SigBus => uapi::VMALAB_CTR_FAULT_SIGBUS,
             FaultOutcome::Oom => uapi::VMALAB_CTR_FAULT_OOM,
         });
@@ -211,7 +212,7 @@ impl Space {
         };
         let region = Region::new(npages, backing)?;
         let mut removed = KVec::new();
-        let start = engine.map(region, placement, &mut removed)?;
+        let start = engine.map(region, placement, &mut removed, &self.stats)?;
         if !removed.is_empty() {
             self.stats
                 .add(uapi::VMALAB_CTR_REPLACED, removed.len() as u64);
@@ -230,7 +231,7 @@ impl Space {
         let arena_pages = self.setup.lock().arena_pages;
         let (start, end) = range_of(u.offset, u.length, arena_pages)?;
         let mut removed = KVec::new();
-        engine.unmap(start, end, &mut removed)?;
+        engine.unmap(start, end, &mut removed, &self.stats)?;
         self.retire(start, end, removed);
         self.stats.inc(uapi::VMALAB_CTR_UNMAP);
         self.account_writer(t0);

@@ -49,15 +49,27 @@ pub const VMALAB_IOC_TEST_WARN: u32 = ioc(0, 0x3f, 0);
 
 /// Engine: one `rw_semaphore` around the region tree (the `mmap_sem` baseline).
 pub const VMALAB_ENGINE_RWSEM: u32 = 1;
+/// Engine: Wilcox's RCU region lookup with per-region references for sleeping faults.
+pub const VMALAB_ENGINE_RCU: u32 = 2;
+/// Engine: the measurement floor. Regions are fixed when the arena is mapped and
+/// looked up with no synchronisation; map/unmap after that fail with `EPERM`.
+pub const VMALAB_ENGINE_NONE: u32 = 3;
 /// Engine ids are dense from 1; this is one past the last valid id.
-pub const VMALAB_ENGINE_END: u32 = 2;
+pub const VMALAB_ENGINE_END: u32 = 4;
 
 /// Returns the name of an engine id, or `None` for an unknown id.
 pub const fn engine_name(id: u32) -> Option<&'static str> {
     match id {
         VMALAB_ENGINE_RWSEM => Some("rwsem"),
+        VMALAB_ENGINE_RCU => Some("rcu"),
+        VMALAB_ENGINE_NONE => Some("none"),
         _ => None,
     }
+}
+
+/// Whether an engine can create and destroy regions after the arena is mapped.
+pub const fn engine_can_modify_mapped(id: u32) -> bool {
+    id != VMALAB_ENGINE_NONE
 }
 
 /// Argument of [`VMALAB_IOC_CONFIG`].
@@ -124,9 +136,11 @@ pub struct VmalabUnmap {
 /// Number of counter slots in [`VmalabInfo::counters`] (room to grow).
 pub const VMALAB_NR_COUNTERS: usize = 32;
 
-/// Counter: faults resolved by the `map_pages` fast path (atomic context).
+/// Counter: faults resolved without sleeping and without a per-region reference or
+/// lock held across a sleep: by `map_pages`, or by the first, atomic step of `->fault`.
 pub const VMALAB_CTR_FAULT_FAST: usize = 0;
-/// Counter: faults resolved by `->fault` (may sleep).
+/// Counter: faults resolved by the slow path of `->fault` (may sleep; takes the
+/// engine's lock or a per-region reference).
 pub const VMALAB_CTR_FAULT_SLOW: usize = 1;
 /// Counter: faults answered with `SIGBUS` (no region at the address).
 pub const VMALAB_CTR_FAULT_SIGBUS: usize = 2;
@@ -159,8 +173,12 @@ pub const VMALAB_CTR_WRITER_NS: usize = 15;
 /// Counter: writes to cache lines shared between CPUs made by the engine's own
 /// fault-path code (lock/refcount atomics), counted by the engine.
 pub const VMALAB_CTR_SHARED_WRITES: usize = 16;
+/// Counter: grace periods writers waited for (`synchronize_rcu`).
+pub const VMALAB_CTR_GRACE_PERIODS: usize = 17;
+/// Counter: removed regions whose slow-path references a writer had to wait for.
+pub const VMALAB_CTR_REFCOUNT_WAITS: usize = 18;
 /// Number of counters currently defined.
-pub const VMALAB_CTR_DEFINED: usize = 17;
+pub const VMALAB_CTR_DEFINED: usize = 19;
 
 /// Counter names, indexed by `VMALAB_CTR_*`.
 pub const COUNTER_NAMES: [&str; VMALAB_CTR_DEFINED] = [
@@ -181,6 +199,8 @@ pub const COUNTER_NAMES: [&str; VMALAB_CTR_DEFINED] = [
     "zap",
     "writer_ns",
     "shared_writes",
+    "grace_periods",
+    "refcount_waits",
 ];
 
 /// Argument of [`VMALAB_IOC_INFO`].

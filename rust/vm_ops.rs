@@ -46,8 +46,10 @@ mod shim {
 /// How a fault ended, as the engine reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FaultOutcome {
-    /// The PTE is installed (by us or by a racing thread).
+    /// The PTE is installed (by us or by a racing thread) without sleeping.
     Mapped,
+    /// The PTE is installed, by the slow path (it slept, or held a shared lock).
+    MappedSlow,
     /// No region covers the address.
     SigBus,
     /// Out of memory.
@@ -57,7 +59,9 @@ pub(crate) enum FaultOutcome {
 impl FaultOutcome {
     fn to_raw(self) -> bindings::vm_fault_t {
         (match self {
-            FaultOutcome::Mapped => bindings::vm_fault_reason_VM_FAULT_NOPAGE,
+            FaultOutcome::Mapped | FaultOutcome::MappedSlow => {
+                bindings::vm_fault_reason_VM_FAULT_NOPAGE
+            }
             FaultOutcome::SigBus => bindings::vm_fault_reason_VM_FAULT_SIGBUS,
             FaultOutcome::Oom => bindings::vm_fault_reason_VM_FAULT_OOM,
         }) as bindings::vm_fault_t
@@ -95,6 +99,18 @@ impl<'a> Fault<'a> {
     fn space(&self) -> ArcBorrow<'a, Space> {
         // SAFETY: The VMA is an arena VMA, read-locked for 'a (type invariant).
         unsafe { space_of(self.vmf.__bindgen_anon_1.vma) }
+    }
+
+    /// Whether the faulting address already has a PTE table. While it does,
+    /// [`Self::insert`] allocates nothing and may be called under `rcu_read_lock()`.
+    ///
+    /// (Only `MADV_DONTNEED` page-table reclaim or khugepaged could free the table
+    /// meanwhile; neither applies to an arena, which has no anon_vma and no THP.)
+    #[inline]
+    pub(crate) fn pte_table_present(&self) -> bool {
+        // SAFETY: `vmf` is valid for 'a (type invariant); its `pmd` points at the PMD
+        // entry for the faulting address.
+        !unsafe { shim::vmalab_pmd_none(core::ptr::from_ref(self.vmf).cast()) }
     }
 
     /// Maps `page` at the faulting address. `EBUSY` means a racing fault mapped it first.
@@ -229,18 +245,18 @@ unsafe extern "C" fn vma_map_pages(
     start_pgoff: usize,
     end_pgoff: usize,
 ) -> bindings::vm_fault_t {
-    // SAFETY: `vmf` is valid (function contract) and its `pmd` points at the PMD entry
-    // for the faulting address (`__handle_mm_fault` set it).
-    if unsafe { shim::vmalab_pmd_none(vmf.cast_const().cast()) } {
-        // No PTE table yet; inserting would allocate one (and sleep under RCU). Let
-        // `->fault` do it; later faults in this 2 MiB find the table present.
+    // SAFETY: Valid and locked for this call (function contract), as `Fault` requires.
+    let fault = Fault {
+        vmf: unsafe { &*vmf },
+    };
+    if !fault.pte_table_present() {
+        // Inserting would allocate a PTE table (and sleep under RCU). Let `->fault` do
+        // it; later faults in this 2 MiB find the table present.
         return 0;
     }
-    // SAFETY: As in `vma_fault`; in addition we are under `rcu_read_lock()` and the
-    // PTE table exists, as `FaultAround` requires.
-    let vmf = unsafe { &*vmf };
+    // INVARIANT: under `rcu_read_lock()` (function contract), PTE table present.
     let around = FaultAround {
-        fault: Fault { vmf },
+        fault,
         start: start_pgoff,
         end: end_pgoff,
     };

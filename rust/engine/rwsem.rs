@@ -75,6 +75,7 @@ impl Engine for RwsemEngine {
         region: Arc<Region>,
         placement: Placement,
         removed: &mut KVec<Arc<Region>>,
+        _stats: &Stats,
     ) -> Result<usize> {
         let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
         // Room for the displaced regions, so nothing allocates under the write lock
@@ -83,7 +84,13 @@ impl Engine for RwsemEngine {
         self.tree.write().insert(region, placement, node, removed)
     }
 
-    fn unmap(&self, start: usize, end: usize, removed: &mut KVec<Arc<Region>>) -> Result {
+    fn unmap(
+        &self,
+        start: usize,
+        end: usize,
+        removed: &mut KVec<Arc<Region>>,
+        _stats: &Stats,
+    ) -> Result {
         self.tree.write().remove_range(start, end, removed)
     }
 

@@ -1,0 +1,187 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Engine `rcu`: Wilcox's design (seed 002) — RCU region lookup, per-region
+//! references only for faults that must sleep.
+//!
+//! Readers:
+//! - `map_pages` and the first step of `->fault` look the region up in an RCU-mode
+//!   maple tree ([`RcuRangeMap`]) and map a present page (or one allocated with
+//!   `GFP_NOWAIT`) without writing to any line shared with other faulting CPUs: no
+//!   region refcount, no lock. Per-page atomics (the page's own refcount, the PTE
+//!   lock of its page table) stay — they are not shared by threads on other pages.
+//! - A fault that must sleep (slow backing, no memory without reclaim, no PTE table
+//!   yet) *holds* the region (one atomic increment), leaves the read section,
+//!   produces the page, installs the PTE, and releases the hold. It completes rather
+//!   than returning `VM_FAULT_RETRY`: under the per-VMA lock a retry would be redone
+//!   under `mmap_lock` (`arch/x86/mm/fault.c`), the very lock this design avoids.
+//!
+//! Writers (serialised by `writer`, which also owns placement):
+//! 1. publish: one `mtree_store_range`/`mtree_erase` makes the new set visible;
+//! 2. `synchronize_rcu()`: every fast-path fault that could have found an old region
+//!    has finished (a fast-path fault installs its PTE inside its read section);
+//! 3. wait for holds on the old regions to drain: every slow-path fault on them has
+//!    installed its PTE;
+//! 4. return; the caller zaps the range and frees the pages.
+//!
+//! `synchronize_rcu()` (not expedited: no IPIs to the CPUs that are busy faulting; not
+//! `call_rcu`: the zap must wait for the readers anyway) sets the writer's latency.
+//!
+//! Lock order: `mmap_lock` / per-VMA lock → RCU read section; `writer` → the maple
+//! tree's internal spinlock → the map's drain mutex.
+
+#![deny(unsafe_code)]
+
+use crate::{
+    engine::Engine,
+    rcu_tree::{RcuRangeMap, Retired},
+    region::{Placement, Region, RegionTree},
+    stats::Stats,
+    uapi,
+    vm_ops::{Fault, FaultAround, FaultOutcome},
+};
+use kernel::{
+    new_mutex,
+    prelude::*,
+    rbtree::RBTreeNodeReservation,
+    sync::{rcu, Arc, Mutex},
+};
+
+/// What a fault finds in the map.
+struct Slot {
+    start: usize,
+    region: Arc<Region>,
+}
+
+/// Shared-line writes of one slow-path hold: increment and decrement.
+const HOLD_WRITES: u64 = 2;
+
+/// The RCU engine.
+#[pin_data]
+pub(crate) struct RcuEngine {
+    /// The writers' index (placement, coverage checks); serialises writers.
+    #[pin]
+    writer: Mutex<RegionTree>,
+    /// What faults see.
+    #[pin]
+    map: RcuRangeMap<Slot>,
+}
+
+impl RcuEngine {
+    /// An engine with no regions for an arena of `arena_pages` pages.
+    pub(crate) fn new(arena_pages: usize) -> impl PinInit<Self> {
+        pin_init!(Self {
+            writer <- new_mutex!(RegionTree::new(arena_pages), "vmalab_rcu_writer"),
+            map <- RcuRangeMap::new(),
+        })
+    }
+
+    /// Steps 2 and 3 of the writer protocol for `retired`.
+    fn quiesce(&self, retired: KVec<Retired<Slot>>, stats: &Stats) {
+        if retired.is_empty() {
+            return;
+        }
+        stats.inc(uapi::VMALAB_CTR_GRACE_PERIODS);
+        let waits = self.map.reclaim(retired, drop);
+        stats.add(uapi::VMALAB_CTR_REFCOUNT_WAITS, waits);
+    }
+}
+
+impl Engine for RcuEngine {
+    fn id(&self) -> u32 {
+        uapi::VMALAB_ENGINE_RCU
+    }
+
+    fn map_pages(&self, f: &FaultAround<'_>, stats: &Stats) -> bool {
+        // `do_fault_around` already holds rcu_read_lock; nesting costs a per-task count.
+        let guard = rcu::read_lock();
+        match self.map.load(f.pgoff(), &guard) {
+            Some(slot) => slot.region.map_present(slot.start, f, stats),
+            None => false,
+        }
+    }
+
+    fn fault(&self, f: &Fault<'_>, stats: &Stats) -> FaultOutcome {
+        let guard = rcu::read_lock();
+        let Some(slot) = self.map.load(f.pgoff(), &guard) else {
+            return FaultOutcome::SigBus;
+        };
+        if let Some(out) = slot.region.fault_atomic(slot.start, f, stats) {
+            return out;
+        }
+        // Must sleep: hold the region, leave the read section.
+        let held = self.map.hold(slot, &guard);
+        stats.add(uapi::VMALAB_CTR_SHARED_WRITES, HOLD_WRITES);
+        drop(guard);
+        held.region.fault(held.start, f, stats)
+    }
+
+    fn map(
+        &self,
+        region: Arc<Region>,
+        placement: Placement,
+        removed: &mut KVec<Arc<Region>>,
+        stats: &Stats,
+    ) -> Result<usize> {
+        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
+        let npages = region.npages();
+        let mut retired = KVec::new();
+        let start = {
+            let mut writer = self.writer.lock();
+            let (start, displaced) = writer.plan_insert(npages, placement)?;
+            removed.reserve(displaced, GFP_KERNEL)?;
+            let slot = Slot {
+                start,
+                region: region.clone(),
+            };
+            // 1. Publish: readers see the old regions or the new one, never a gap.
+            self.map
+                .store(start, start + npages - 1, slot, &mut retired)?;
+            // Planned and reserved above, so this cannot fail.
+            writer.insert(region, placement, node, removed)?
+        };
+        self.quiesce(retired, stats);
+        Ok(start)
+    }
+
+    fn unmap(
+        &self,
+        start: usize,
+        end: usize,
+        removed: &mut KVec<Arc<Region>>,
+        stats: &Stats,
+    ) -> Result {
+        let mut retired = KVec::new();
+        {
+            let mut writer = self.writer.lock();
+            let n = writer.plan_remove(start, end)?;
+            removed.reserve(n, GFP_KERNEL)?;
+            retired.reserve(n, GFP_KERNEL)?;
+            let mut starts = KVec::with_capacity(n, GFP_KERNEL)?;
+            for s in writer.starts_in(start, end) {
+                starts.push(s, GFP_KERNEL)?;
+            }
+            // 1. Publish.
+            for s in starts {
+                if let Some(r) = self.map.erase(s) {
+                    retired.push(r, GFP_KERNEL)?;
+                }
+            }
+            writer.remove_range(start, end, removed)?;
+        }
+        self.quiesce(retired, stats);
+        Ok(())
+    }
+
+    fn drain(&self, removed: &mut KVec<Arc<Region>>) -> Result {
+        // Release: no VMA is left, so no reader; the map frees its slots on drop.
+        self.writer.lock().drain(removed)
+    }
+
+    fn usage(&self) -> (usize, usize) {
+        let writer = self.writer.lock();
+        // Each region also costs a map entry: the slot box and about two words of
+        // maple node (pivot + slot pointer).
+        let per_entry = core::mem::size_of::<Slot>() + 16 + 2 * core::mem::size_of::<usize>();
+        (writer.len(), writer.meta_bytes() + writer.len() * per_entry)
+    }
+}
