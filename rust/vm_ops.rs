@@ -246,9 +246,8 @@ unsafe extern "C" fn vma_map_pages(
     end_pgoff: usize,
 ) -> bindings::vm_fault_t {
     // SAFETY: Valid and locked for this call (function contract), as `Fault` requires.
-    let fault = Fault {
-        vmf: unsafe { &*vmf },
-    };
+    let vmf = unsafe { &*vmf };
+    let fault = Fault { vmf };
     if !fault.pte_table_present() {
         // Inserting would allocate a PTE table (and sleep under RCU). Let `->fault` do
         // it; later faults in this 2 MiB find the table present.
