@@ -286,3 +286,60 @@ impl<T: Send + Sync> PinnedDrop for RcuRangeMap<T> {
         unsafe { bindings::mtree_destroy(self.tree.get()) };
     }
 }
+
+#[kunit_tests(vmalab_rcu_range_map)]
+mod tests {
+    use super::*;
+
+    fn value_at(map: &RcuRangeMap<u32>, index: usize) -> Option<u32> {
+        let guard = rcu::read_lock();
+        map.load(index, &guard).map(|n| **n)
+    }
+
+    #[test]
+    fn store_replace_erase_reclaim() -> Result {
+        let map = KBox::pin_init(RcuRangeMap::<u32>::new(), GFP_KERNEL)?;
+        let mut retired = KVec::new();
+        map.store(10, 19, 1, &mut retired)?;
+        map.store(20, 29, 2, &mut retired)?;
+        assert_eq!(retired.len(), 0);
+        assert_eq!(value_at(&map, 9), None);
+        assert_eq!(value_at(&map, 10), Some(1));
+        assert_eq!(value_at(&map, 19), Some(1));
+        assert_eq!(value_at(&map, 29), Some(2));
+        assert_eq!(value_at(&map, 30), None);
+
+        // One store over both: readers see old or new, never a gap; both retire.
+        map.store(10, 29, 3, &mut retired)?;
+        assert_eq!(value_at(&map, 15), Some(3));
+        assert_eq!(value_at(&map, 25), Some(3));
+        let mut freed = KVec::new();
+        let waits = map.reclaim(retired, |v| {
+            let _ = freed.push(v, GFP_KERNEL);
+        });
+        assert_eq!(waits, 0);
+        assert_eq!(&freed[..], &[1, 2]);
+
+        // A hold released before the writer reclaims costs no wait.
+        {
+            let guard = rcu::read_lock();
+            let entry = map.load(12, &guard).ok_or(ENOENT)?;
+            let held = map.hold(entry, &guard);
+            drop(guard);
+            assert_eq!(*held, 3);
+        }
+        let mut retired = KVec::new();
+        retired.push(map.erase(12).ok_or(ENOENT)?, GFP_KERNEL)?;
+        assert_eq!(value_at(&map, 12), None);
+        assert!(map.erase(12).is_none());
+        let mut freed = KVec::new();
+        assert_eq!(
+            map.reclaim(retired, |v| {
+                let _ = freed.push(v, GFP_KERNEL);
+            }),
+            0
+        );
+        assert_eq!(&freed[..], &[3]);
+        Ok(())
+    }
+}
