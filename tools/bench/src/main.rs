@@ -1,39 +1,63 @@
-//! vmalab fault-throughput benchmark (will-it-scale style), one run, all engines.
+//! vmalab benchmarks: every engine in one run, reported as ratios.
 //!
-//! For each engine and thread count, every thread write-faults its own fresh region
-//! page by page (one store per page, so one fault per page), and the run reports
-//! faults per second, the median of `--repeat` runs. A plain memfd `MAP_SHARED`
-//! mapping faulted the same way is the kernel's own reference path. Numbers from an
-//! emulated guest (TCG) are only meaningful as ratios within one run; the engine's
-//! shared-cache-line writes per fault are printed beside them because they do not
-//! depend on the machine.
+//! Sections:
+//! - `faults` (will-it-scale style): threads re-fault present pages of (a) their own
+//!   slices or (b) one shared region, (c) each with and without one writer thread
+//!   mapping/unmapping a small region every millisecond. Kernel reference: a memfd
+//!   `MAP_SHARED` mapping faulted the same way (its writer: anonymous mmap/munmap).
+//! - `writer`: map and unmap latency, idle and with faulting threads.
+//! - `ebizzy` (`ebizzy -m` style): threads allocate (map), fill, search and free
+//!   (unmap) chunks; records/s, user/sys time, minor faults. Reference: real
+//!   anonymous mmap/munmap.
+//! - `memory`: kernel bytes per region and per page.
+//!
+//! Numbers from an emulated guest (TCG) mean little in absolute terms: compare the
+//! ratios within one run, and the counters (shared-line writes per fault), which do not
+//! depend on the machine. Benchmarks are not tests: nothing here asserts a timing.
 //!
 //! ```text
-//! vmalab-bench [--threads 1,2] [--pages N] [--repeat R] [--engine NAME]...
+//! vmalab-bench [--threads 1,2,4] [--repeat N] [--pages N] [--engine NAME]...
+//!              [--ebizzy-secs S] [--out DIR] [--smoke]
 //! ```
 
-use std::{
-    sync::Barrier,
-    time::{Duration, Instant},
-};
-use vmalab::{uapi, Device, PAGE_SIZE};
+mod report;
+mod workloads;
+
+use report::Report;
+use std::{path::PathBuf, time::Duration};
+use workloads::{median, FaultRun, Layout, System};
 
 struct Opts {
     threads: Vec<usize>,
-    pages: usize,
     repeat: usize,
-    engines: Vec<(u32, &'static str)>,
+    pages: usize,
+    engines: Vec<u32>,
+    ebizzy_secs: f64,
+    out: Option<PathBuf>,
+    writer_ops: usize,
 }
 
 fn parse() -> Opts {
     let mut o = Opts {
-        threads: vec![1, 2],
-        pages: 2048,
+        threads: vec![1, 2, 4],
         repeat: 3,
+        pages: 2048,
         engines: Vec::new(),
+        ebizzy_secs: 2.0,
+        out: std::env::var_os("VMALAB_RESULTS").map(PathBuf::from),
+        writer_ops: 200,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        if a == "--smoke" {
+            // The test suite's run: everything once, tiny, so the code cannot rot.
+            o.threads = vec![1, 2];
+            o.repeat = 1;
+            o.pages = 64;
+            o.ebizzy_secs = 0.2;
+            o.writer_ops = 10;
+            continue;
+        }
         let v = args.next().unwrap_or_else(|| panic!("{a} needs a value"));
         match a.as_str() {
             "--threads" => {
@@ -42,133 +66,255 @@ fn parse() -> Opts {
                     .map(|t| t.parse().expect("thread count"))
                     .collect()
             }
-            "--pages" => o.pages = v.parse().expect("pages"),
             "--repeat" => o.repeat = v.parse().expect("repeat"),
-            "--engine" => {
-                let id = vmalab::engine_id(&v).unwrap_or_else(|| panic!("unknown engine {v}"));
-                o.engines.push((id, uapi::engine_name(id).unwrap()));
-            }
+            "--pages" => o.pages = v.parse().expect("pages"),
+            "--ebizzy-secs" => o.ebizzy_secs = v.parse().expect("seconds"),
+            "--out" => o.out = Some(PathBuf::from(v)),
+            "--engine" => o
+                .engines
+                .push(vmalab::engine_id(&v).unwrap_or_else(|| panic!("unknown engine {v}"))),
             _ => panic!("unknown option {a}"),
         }
     }
     if o.engines.is_empty() {
-        o.engines = vmalab::engines();
+        o.engines = vmalab::engines().into_iter().map(|(id, _)| id).collect();
     }
     o
 }
 
-/// Write-faults `pages` pages at `base` from the calling thread.
-fn touch(base: *mut u8, pages: usize) {
-    for p in 0..pages {
-        // SAFETY: `base` points at `pages` mapped pages owned by this thread.
-        unsafe {
-            base.add(p * PAGE_SIZE)
-                .cast::<u64>()
-                .write_volatile(p as u64 + 1)
-        };
-    }
-}
-
-/// Runs `threads` threads over their own `bases`, returns the elapsed time.
-fn timed(bases: &[usize], pages: usize) -> Duration {
-    let barrier = Barrier::new(bases.len() + 1);
-    std::thread::scope(|s| {
-        for &b in bases {
-            let barrier = &barrier;
-            s.spawn(move || {
-                barrier.wait();
-                touch(b as *mut u8, pages);
-                barrier.wait();
-            });
-        }
-        barrier.wait();
-        let t0 = Instant::now();
-        barrier.wait();
-        t0.elapsed()
-    })
-}
-
-/// One vmalab run: returns (faults/s, shared writes per fault).
-fn run_engine(engine: u32, threads: usize, pages: usize) -> (f64, f64) {
-    let len = pages * PAGE_SIZE;
-    let arena_size = (threads * len).next_power_of_two().max(1 << 20);
-    let dev = Device::with_engine(engine, arena_size).expect("open vmalab");
-    let arena = dev.mmap_arena(arena_size).expect("mmap arena");
-    let bases: Vec<usize> = (0..threads)
-        .map(|_| arena.at(dev.map(len).expect("map")) as usize)
-        .collect();
-    let before = dev.info().expect("info").counters;
-    let dt = timed(&bases, pages);
-    let after = dev.info().expect("info").counters;
-    let faults = (after[uapi::VMALAB_CTR_FAULT_FAST] + after[uapi::VMALAB_CTR_FAULT_SLOW])
-        - (before[uapi::VMALAB_CTR_FAULT_FAST] + before[uapi::VMALAB_CTR_FAULT_SLOW]);
-    let writes = after[uapi::VMALAB_CTR_SHARED_WRITES] - before[uapi::VMALAB_CTR_SHARED_WRITES];
-    (
-        (threads * pages) as f64 / dt.as_secs_f64(),
-        writes as f64 / faults.max(1) as f64,
-    )
-}
-
-/// The reference: a memfd `MAP_SHARED` mapping, faulted the same way.
-fn run_memfd(threads: usize, pages: usize) -> f64 {
-    let len = threads * pages * PAGE_SIZE;
-    // SAFETY: Plain syscalls on a descriptor and mapping we own.
-    unsafe {
-        let fd = libc::memfd_create(c"vmalab-bench".as_ptr(), libc::MFD_CLOEXEC);
-        assert!(fd >= 0 && libc::ftruncate(fd, len as i64) == 0, "memfd");
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            0,
-        );
-        assert!(p != libc::MAP_FAILED, "mmap memfd");
-        let bases: Vec<usize> = (0..threads)
-            .map(|t| p as usize + t * pages * PAGE_SIZE)
-            .collect();
-        let dt = timed(&bases, pages);
-        libc::munmap(p, len);
-        libc::close(fd);
-        (threads * pages) as f64 / dt.as_secs_f64()
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
     let o = parse();
-    println!(
-        "# vmalab fault throughput: {} pages/thread, write faults, median of {}",
-        o.pages, o.repeat
+    let mut rep = Report::default();
+    let engines: Vec<System> = o.engines.iter().map(|&id| System::Engine(id)).collect();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    eprintln!(
+        "# vmalab-bench: engines {:?}, threads {:?}, {} CPUs, median of {}",
+        engines.iter().map(|s| s.name()).collect::<Vec<_>>(),
+        o.threads,
+        cpus,
+        o.repeat
     );
-    println!("# (under TCG emulation absolute numbers are meaningless; compare ratios)");
-    println!(
-        "{:<8} {:>7} {:>14} {:>10} {:>16}",
-        "engine", "threads", "faults/s", "vs memfd", "shared wr/fault"
-    );
-    for &t in &o.threads {
-        let memfd = median((0..o.repeat).map(|_| run_memfd(t, o.pages)).collect());
-        println!(
-            "{:<8} {:>7} {:>14.0} {:>10.2} {:>16}",
-            "memfd", t, memfd, 1.0, "-"
-        );
-        for &(id, name) in &o.engines {
-            let runs: Vec<(f64, f64)> = (0..o.repeat).map(|_| run_engine(id, t, o.pages)).collect();
-            let rate = median(runs.iter().map(|r| r.0).collect());
-            let wpf = median(runs.iter().map(|r| r.1).collect());
-            println!(
-                "{:<8} {:>7} {:>14.0} {:>10.2} {:>16.2}",
-                name,
-                t,
-                rate,
-                rate / memfd,
-                wpf
+
+    // (a)/(b) x (c): fault loops.
+    for layout in [Layout::Private, Layout::Shared] {
+        for writer in [None, Some(Duration::from_millis(1))] {
+            let variant = format!(
+                "{}{}",
+                if layout == Layout::Private {
+                    "private"
+                } else {
+                    "shared"
+                },
+                if writer.is_some() { "+writer" } else { "" }
             );
+            for &t in &o.threads {
+                let mut systems = engines.clone();
+                systems.push(System::Memfd);
+                for sys in systems {
+                    if writer.is_some() && sys == System::Engine(vmalab::uapi::VMALAB_ENGINE_NONE) {
+                        continue; // The floor cannot change its regions.
+                    }
+                    eprintln!("# faults {variant} threads={t} {}", sys.name());
+                    let runs: Vec<FaultRun> = (0..o.repeat)
+                        .map(|_| workloads::fault_loop(sys, layout, t, o.pages, writer))
+                        .collect();
+                    rep.add(
+                        "faults",
+                        &variant,
+                        t,
+                        sys.name(),
+                        "faults/s",
+                        median(runs.iter().map(|r| r.rate).collect()),
+                    );
+                    if let System::Engine(_) = sys {
+                        rep.add(
+                            "faults",
+                            &variant,
+                            t,
+                            sys.name(),
+                            "shared_wr/fault",
+                            median(runs.iter().map(|r| r.shared_writes).collect()),
+                        );
+                        rep.add(
+                            "faults",
+                            &variant,
+                            t,
+                            sys.name(),
+                            "slow_frac",
+                            median(runs.iter().map(|r| r.slow_frac).collect()),
+                        );
+                        rep.add(
+                            "faults",
+                            &variant,
+                            t,
+                            sys.name(),
+                            "faults/touch",
+                            median(runs.iter().map(|r| r.faults_per_touch).collect()),
+                        );
+                    }
+                    if writer.is_some() {
+                        rep.add(
+                            "faults",
+                            &variant,
+                            t,
+                            sys.name(),
+                            "writer_ops",
+                            median(runs.iter().map(|r| r.writer_ops as f64).collect()),
+                        );
+                    }
+                }
+            }
         }
+    }
+
+    // Writer latency, idle and with faulting threads.
+    let busy = o
+        .threads
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .saturating_sub(1);
+    for faulters in [0, busy] {
+        let variant = if faulters == 0 {
+            "idle".to_string()
+        } else {
+            format!("{faulters}-faulters")
+        };
+        let mut systems: Vec<System> = engines
+            .iter()
+            .copied()
+            .filter(|s| *s != System::Engine(vmalab::uapi::VMALAB_ENGINE_NONE))
+            .collect();
+        if faulters == 0 {
+            systems.push(System::Mmap);
+        }
+        for sys in systems {
+            eprintln!("# writer {variant} {}", sys.name());
+            let (m, u) = workloads::writer_latency(sys, o.writer_ops, 16, faulters);
+            rep.add("writer", &variant, faulters, sys.name(), "map_us", m);
+            rep.add("writer", &variant, faulters, sys.name(), "unmap_us", u);
+        }
+    }
+
+    // ebizzy-style.
+    let t = o.threads.iter().copied().max().unwrap_or(1);
+    let mut systems: Vec<System> = engines
+        .iter()
+        .copied()
+        .filter(|s| *s != System::Engine(vmalab::uapi::VMALAB_ENGINE_NONE))
+        .collect();
+    systems.push(System::Mmap);
+    for sys in systems {
+        eprintln!("# ebizzy threads={t} {}", sys.name());
+        let runs: Vec<_> = (0..o.repeat)
+            .map(|_| workloads::ebizzy(sys, t, Duration::from_secs_f64(o.ebizzy_secs)))
+            .collect();
+        rep.add(
+            "ebizzy",
+            "-m",
+            t,
+            sys.name(),
+            "records/s",
+            median(runs.iter().map(|r| r.records).collect()),
+        );
+        rep.add(
+            "ebizzy",
+            "-m",
+            t,
+            sys.name(),
+            "user_s",
+            median(runs.iter().map(|r| r.user).collect()),
+        );
+        rep.add(
+            "ebizzy",
+            "-m",
+            t,
+            sys.name(),
+            "sys_s",
+            median(runs.iter().map(|r| r.sys).collect()),
+        );
+        rep.add(
+            "ebizzy",
+            "-m",
+            t,
+            sys.name(),
+            "minflt",
+            median(runs.iter().map(|r| r.minflt as f64).collect()),
+        );
+    }
+
+    // Memory.
+    for &sys in &engines {
+        let (per_region, slab_per_region, per_page) = workloads::memory(sys, 2000);
+        rep.add(
+            "memory",
+            "2000-regions",
+            0,
+            sys.name(),
+            "B/region",
+            per_region,
+        );
+        rep.add(
+            "memory",
+            "2000-regions",
+            0,
+            sys.name(),
+            "slab_B/region",
+            slab_per_region,
+        );
+        rep.add("memory", "2000-regions", 0, sys.name(), "B/page", per_page);
+    }
+
+    println!(
+        "# vmalab-bench results ({} CPUs; under TCG only ratios and counters mean anything)",
+        cpus
+    );
+    for (section, metric, unit) in [
+        ("faults", "faults/s", "higher is better"),
+        (
+            "faults",
+            "shared_wr/fault",
+            "engine's writes to shared cache lines per fault",
+        ),
+        ("faults", "slow_frac", "fraction of faults on the slow path"),
+        (
+            "faults",
+            "faults/touch",
+            "engine-counted faults per page touched",
+        ),
+        (
+            "faults",
+            "writer_ops",
+            "map+unmap pairs the writer completed",
+        ),
+        ("writer", "map_us", "median µs, lower is better"),
+        ("writer", "unmap_us", "median µs, lower is better"),
+        ("ebizzy", "records/s", "higher is better"),
+        ("ebizzy", "user_s", "CPU seconds"),
+        ("ebizzy", "sys_s", "CPU seconds"),
+        ("ebizzy", "minflt", "minor faults"),
+        ("memory", "B/region", "engine-accounted kernel bytes"),
+        ("memory", "slab_B/region", "slab growth per region"),
+        ("memory", "B/page", "kernel bytes per page beyond the page"),
+    ] {
+        rep.print_section(section, metric, unit);
+    }
+    if let Some(dir) = o.out {
+        std::fs::create_dir_all(&dir).expect("create results dir");
+        let uname = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let meta = [
+            ("kernel", uname.trim().to_string()),
+            ("cpus", cpus.to_string()),
+            ("repeat", o.repeat.to_string()),
+            ("pages_per_thread", o.pages.to_string()),
+        ];
+        rep.write_files(&dir, &meta).expect("write results");
+        let svgs = rep.write_svgs(&dir).expect("write plots");
+        println!(
+            "\n# wrote {}/results.csv, results.json, {}",
+            dir.display(),
+            svgs.join(", ")
+        );
     }
 }

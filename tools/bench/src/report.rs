@@ -1,0 +1,283 @@
+//! Results: rows, tables with ratios, CSV, JSON and SVG line charts (no dependencies).
+
+use std::{fmt::Write as _, path::Path};
+
+/// One measured value.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// Section: `faults`, `writer`, `ebizzy`, `memory`.
+    pub section: &'static str,
+    /// Variant within the section (e.g. `private`, `shared+writer`).
+    pub variant: String,
+    /// Thread count (0 where not applicable).
+    pub threads: usize,
+    /// System: engine name or kernel reference.
+    pub system: &'static str,
+    /// Metric name.
+    pub metric: &'static str,
+    /// Value.
+    pub value: f64,
+}
+
+/// All rows of a run.
+#[derive(Default)]
+pub struct Report {
+    /// The rows, in measurement order.
+    pub rows: Vec<Row>,
+}
+
+impl Report {
+    /// Records a value.
+    pub fn add(
+        &mut self,
+        section: &'static str,
+        variant: &str,
+        threads: usize,
+        system: &'static str,
+        metric: &'static str,
+        value: f64,
+    ) {
+        self.rows.push(Row {
+            section,
+            variant: variant.to_string(),
+            threads,
+            system,
+            metric,
+            value,
+        });
+    }
+
+    /// The value of a metric for another system in the same cell, if measured.
+    pub fn peer(&self, r: &Row, system: &str) -> Option<f64> {
+        self.rows
+            .iter()
+            .find(|o| {
+                o.section == r.section
+                    && o.variant == r.variant
+                    && o.threads == r.threads
+                    && o.metric == r.metric
+                    && o.system == system
+            })
+            .map(|o| o.value)
+    }
+
+    /// Prints one section as a table: value, ratio to `rwsem`, ratio to the `none`
+    /// floor (or the named reference where there is no floor).
+    pub fn print_section(&self, section: &str, metric: &str, unit: &str) {
+        let rows: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.section == section && r.metric == metric)
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        println!();
+        println!("## {section}: {metric} ({unit})");
+        println!(
+            "{:<22} {:>7} {:<8} {:>14} {:>9} {:>9} {:>9}",
+            "variant", "threads", "system", metric, "/rwsem", "/none", "/kernel"
+        );
+        for r in rows {
+            let ratio = |sys: &str| {
+                self.peer(r, sys)
+                    .filter(|v| *v != 0.0)
+                    .map_or("-".to_string(), |v| format!("{:.2}", r.value / v))
+            };
+            let kernel = if self.peer(r, "memfd").is_some() {
+                ratio("memfd")
+            } else {
+                ratio("mmap")
+            };
+            println!(
+                "{:<22} {:>7} {:<8} {:>14} {:>9} {:>9} {:>9}",
+                r.variant,
+                r.threads,
+                r.system,
+                fmt_value(r.value),
+                ratio("rwsem"),
+                ratio("none"),
+                kernel
+            );
+        }
+    }
+
+    /// Writes `results.csv` and `results.json` into `dir`.
+    pub fn write_files(&self, dir: &Path, meta: &[(&str, String)]) -> std::io::Result<()> {
+        let mut csv = String::from("section,variant,threads,system,metric,value\n");
+        let mut json = String::from("{\n  \"meta\": {");
+        for (i, (k, v)) in meta.iter().enumerate() {
+            let _ = write!(
+                json,
+                "{}\"{k}\": \"{}\"",
+                if i == 0 { "" } else { ", " },
+                v.replace('"', "'")
+            );
+        }
+        json.push_str("},\n  \"rows\": [\n");
+        for (i, r) in self.rows.iter().enumerate() {
+            let _ = writeln!(
+                csv,
+                "{},{},{},{},{},{}",
+                r.section, r.variant, r.threads, r.system, r.metric, r.value
+            );
+            let _ = writeln!(
+                json,
+                "    {{\"section\": \"{}\", \"variant\": \"{}\", \"threads\": {}, \"system\": \"{}\", \"metric\": \"{}\", \"value\": {}}}{}",
+                r.section,
+                r.variant,
+                r.threads,
+                r.system,
+                r.metric,
+                r.value,
+                if i + 1 == self.rows.len() { "" } else { "," }
+            );
+        }
+        json.push_str("  ]\n}\n");
+        std::fs::write(dir.join("results.csv"), csv)?;
+        std::fs::write(dir.join("results.json"), json)
+    }
+
+    /// Writes one SVG line chart per fault variant: faults/s vs threads per system.
+    pub fn write_svgs(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        let mut variants: Vec<String> = Vec::new();
+        for r in self.rows.iter().filter(|r| r.section == "faults") {
+            if !variants.contains(&r.variant) {
+                variants.push(r.variant.clone());
+            }
+        }
+        let mut written = Vec::new();
+        for v in variants {
+            let rows: Vec<&Row> = self
+                .rows
+                .iter()
+                .filter(|r| r.section == "faults" && r.variant == v && r.metric == "faults/s")
+                .collect();
+            let name = format!("faults-{}.svg", v.replace('+', "-"));
+            std::fs::write(
+                dir.join(&name),
+                line_chart(&format!("fault throughput: {v}"), &rows),
+            )?;
+            written.push(name);
+        }
+        Ok(written)
+    }
+}
+
+fn fmt_value(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+const COLORS: [&str; 6] = [
+    "#d62728", "#1f77b4", "#2ca02c", "#7f7f7f", "#9467bd", "#ff7f0e",
+];
+
+fn line_chart(title: &str, rows: &[&Row]) -> String {
+    let (w, h, ml, mr, mt, mb) = (640.0, 400.0, 80.0, 120.0, 40.0, 50.0);
+    let mut threads: Vec<usize> = rows.iter().map(|r| r.threads).collect();
+    threads.sort_unstable();
+    threads.dedup();
+    let mut systems: Vec<&str> = Vec::new();
+    for r in rows {
+        if !systems.contains(&r.system) {
+            systems.push(r.system);
+        }
+    }
+    let ymax = rows.iter().map(|r| r.value).fold(0.0, f64::max).max(1.0) * 1.1;
+    let x = |t: usize| {
+        let i = threads.iter().position(|&u| u == t).unwrap_or(0) as f64;
+        ml + if threads.len() > 1 {
+            i * (w - ml - mr) / (threads.len() - 1) as f64
+        } else {
+            (w - ml - mr) / 2.0
+        }
+    };
+    let y = |v: f64| mt + (h - mt - mb) * (1.0 - v / ymax);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{title}</text>\n",
+        w / 2.0
+    );
+    // Axes, grid and labels.
+    for k in 0..=5 {
+        let v = ymax * k as f64 / 5.0;
+        let _ = writeln!(
+            s,
+            "<line x1=\"{ml}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            w - mr,
+            ml - 6.0,
+            y(v) + 4.0,
+            fmt_value(v),
+            y = y(v)
+        );
+    }
+    for &t in &threads {
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{t}</text>",
+            x(t),
+            h - mb + 18.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">threads</text>",
+        (ml + w - mr) / 2.0,
+        h - 8.0
+    );
+    let _ = writeln!(s, "<text x=\"16\" y=\"{}\" transform=\"rotate(-90 16 {})\" text-anchor=\"middle\">faults/s</text>", h / 2.0, h / 2.0);
+    let _ = writeln!(
+        s,
+        "<line x1=\"{ml}\" x2=\"{ml}\" y1=\"{mt}\" y2=\"{}\" stroke=\"black\"/>",
+        h - mb
+    );
+    let _ = writeln!(
+        s,
+        "<line x1=\"{ml}\" x2=\"{}\" y1=\"{}\" y2=\"{}\" stroke=\"black\"/>",
+        w - mr,
+        h - mb,
+        h - mb
+    );
+    for (i, sys) in systems.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let mut pts: Vec<(usize, f64)> = rows
+            .iter()
+            .filter(|r| r.system == *sys)
+            .map(|r| (r.threads, r.value))
+            .collect();
+        pts.sort_by_key(|p| p.0);
+        let path: Vec<String> = pts
+            .iter()
+            .map(|&(t, v)| format!("{:.1},{:.1}", x(t), y(v)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
+            path.join(" ")
+        );
+        for &(t, v) in &pts {
+            let _ = writeln!(
+                s,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{color}\"/>",
+                x(t),
+                y(v)
+            );
+        }
+        let ly = mt + 10.0 + 20.0 * i as f64;
+        let _ = writeln!(
+            s,
+            "<line x1=\"{}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"3\"/><text x=\"{}\" y=\"{}\">{sys}</text>",
+            w - mr + 10.0,
+            w - mr + 30.0,
+            w - mr + 36.0,
+            ly + 4.0
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}

@@ -1,0 +1,481 @@
+//! The workloads. Each returns one number per run (plus counters); `main` repeats,
+//! takes medians and reports.
+//!
+//! Targets ("systems"): a vmalab engine, or a kernel reference — `memfd` (a plain
+//! memfd `MAP_SHARED` mapping, the kernel's own shared-file fault path) for the fault
+//! loops, `mmap` (anonymous `mmap`/`munmap`, i.e. `mmap_lock`) for ebizzy.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        Barrier,
+    },
+    time::{Duration, Instant},
+};
+use vmalab::{uapi, Arena, Device, PAGE_SIZE};
+
+/// What a workload runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum System {
+    /// A vmalab engine (UAPI id).
+    Engine(u32),
+    /// memfd `MAP_SHARED`: the kernel's own fault path.
+    Memfd,
+    /// Anonymous `mmap`/`munmap`: the kernel's own `mmap_lock`.
+    Mmap,
+}
+
+impl System {
+    /// Display name.
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Engine(id) => uapi::engine_name(id).unwrap_or("?"),
+            System::Memfd => "memfd",
+            System::Mmap => "mmap",
+        }
+    }
+}
+
+/// Fault-loop layouts (will-it-scale style).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// (a) each thread faults its own region.
+    Private,
+    /// (b) all threads fault one giant region.
+    Shared,
+}
+
+/// One fault-loop measurement.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FaultRun {
+    /// Faults per second over all threads.
+    pub rate: f64,
+    /// Engine shared-line writes per fault (engines only).
+    pub shared_writes: f64,
+    /// Faults that took the slow path, per fault.
+    pub slow_frac: f64,
+    /// Writer map+unmap pairs completed during the run (with a writer).
+    pub writer_ops: u64,
+    /// Faults the engine counted per page touched (1.0: every touch faulted once).
+    pub faults_per_touch: f64,
+}
+
+/// A mapping the fault loops can use: an arena (engines) or a memfd mapping.
+struct Target {
+    dev: Option<Device>,
+    _arena: Option<Arena>,
+    base: *mut u8,
+    len: usize,
+    _memfd: Option<(i32, usize)>,
+}
+
+// SAFETY: `base` points into a shared mapping that lives as long as the target; the
+// loops access disjoint pages from different threads.
+unsafe impl Sync for Target {}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some((fd, len)) = self._memfd {
+            // SAFETY: Our own mapping and descriptor.
+            unsafe {
+                libc::munmap(self.base.cast(), len);
+                libc::close(fd);
+            }
+        }
+    }
+}
+
+const WRITER_REGION: usize = 16 * PAGE_SIZE;
+
+fn target(sys: System, len: usize) -> Target {
+    match sys {
+        System::Engine(id) => {
+            // Room for the fault region plus the writer's churn region.
+            let arena_size = (len + 2 * WRITER_REGION).next_power_of_two();
+            let dev = Device::with_engine(id, arena_size).expect("open /dev/vmalab");
+            let off = dev.map(len).expect("map the fault region");
+            let arena = dev.mmap_arena(arena_size).expect("mmap arena");
+            let base = arena.at(off);
+            Target {
+                dev: Some(dev),
+                _arena: Some(arena),
+                base,
+                len,
+                _memfd: None,
+            }
+        }
+        System::Memfd | System::Mmap => {
+            // SAFETY: Plain syscalls creating a mapping we own.
+            unsafe {
+                let fd = libc::memfd_create(c"vmalab-bench".as_ptr(), libc::MFD_CLOEXEC);
+                assert!(fd >= 0 && libc::ftruncate(fd, len as i64) == 0, "memfd");
+                let p = libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    fd,
+                    0,
+                );
+                assert!(p != libc::MAP_FAILED, "mmap memfd");
+                Target {
+                    dev: None,
+                    _arena: None,
+                    base: p.cast(),
+                    len,
+                    _memfd: Some((fd, len)),
+                }
+            }
+        }
+    }
+}
+
+fn touch_all(base: *mut u8, len: usize) {
+    for o in (0..len).step_by(PAGE_SIZE) {
+        // SAFETY: Inside the target mapping.
+        unsafe { base.add(o).cast::<u64>().write_volatile(o as u64 + 1) };
+    }
+}
+
+/// Drops the PTEs of `[base, base+len)` but keeps the pages (first page of every
+/// 2 MiB stays mapped so page-table reclaim keeps the tables: we measure faults, not
+/// page-table allocation).
+fn zap_keep_tables(base: *mut u8, len: usize) {
+    let chunk = 512 * PAGE_SIZE;
+    let mut o = 0;
+    while o < len {
+        let n = chunk.min(len - o);
+        if n > PAGE_SIZE {
+            // SAFETY: Our own shared mapping; DONTNEED only zaps its PTEs.
+            unsafe {
+                libc::madvise(
+                    base.add(o + PAGE_SIZE).cast(),
+                    n - PAGE_SIZE,
+                    libc::MADV_DONTNEED,
+                )
+            };
+        }
+        o += chunk;
+    }
+}
+
+fn counters(t: &Target) -> [u64; uapi::VMALAB_NR_COUNTERS] {
+    t.dev.as_ref().map_or([0; uapi::VMALAB_NR_COUNTERS], |d| {
+        d.info().expect("info").counters
+    })
+}
+
+/// Re-faults present pages (the path the engines differ on): `threads` threads write
+/// one word per page, `pages_per_thread` pages each, after the PTEs were zapped.
+/// With `writer`, one extra thread maps and unmaps a small region every
+/// `writer_period` for the whole run.
+pub fn fault_loop(
+    sys: System,
+    layout: Layout,
+    threads: usize,
+    pages_per_thread: usize,
+    writer: Option<Duration>,
+) -> FaultRun {
+    let len = threads * pages_per_thread * PAGE_SIZE;
+    let t = target(sys, len);
+    touch_all(t.base, t.len);
+    zap_keep_tables(t.base, t.len);
+    let before = counters(&t);
+    let start = Barrier::new(threads + 1);
+    let done = AtomicBool::new(false);
+    let writer_ops = AtomicU64::new(0);
+    let dt = std::thread::scope(|s| {
+        if let Some(period) = writer {
+            let (done, writer_ops, dev) = (&done, &writer_ops, t.dev.as_ref());
+            s.spawn(move || {
+                while !done.load(Relaxed) {
+                    match dev {
+                        Some(dev) => {
+                            let off = dev.map(WRITER_REGION).expect("writer map");
+                            dev.unmap(off, WRITER_REGION).expect("writer unmap");
+                        }
+                        // The kernel's writer: anonymous mmap/munmap (mmap_lock).
+                        None => anon_map_unmap(WRITER_REGION),
+                    }
+                    writer_ops.fetch_add(1, Relaxed);
+                    std::thread::sleep(period);
+                }
+            });
+        }
+        // Each worker times itself (the main thread may be descheduled around the
+        // barrier); the run spans the earliest start to the latest end.
+        let workers: Vec<_> = (0..threads)
+            .map(|i| {
+                let (t, start) = (&t, &start);
+                s.spawn(move || {
+                    start.wait();
+                    let t0 = Instant::now();
+                    let per = pages_per_thread * PAGE_SIZE;
+                    match layout {
+                        // Own slice: contiguous pages.
+                        Layout::Private => touch_all(t.base.wrapping_add(i * per), per),
+                        // One region, interleaved: neighbouring pages belong to
+                        // different threads (shared PTE tables, shared region).
+                        Layout::Shared => {
+                            for p in (i..threads * pages_per_thread).step_by(threads) {
+                                // SAFETY: Inside the target mapping.
+                                unsafe {
+                                    t.base
+                                        .add(p * PAGE_SIZE)
+                                        .cast::<u64>()
+                                        .write_volatile(p as u64)
+                                };
+                            }
+                        }
+                    }
+                    (t0, Instant::now())
+                })
+            })
+            .collect();
+        start.wait();
+        let spans: Vec<(Instant, Instant)> = workers
+            .into_iter()
+            .map(|w| w.join().expect("worker"))
+            .collect();
+        done.store(true, Relaxed);
+        let first = spans.iter().map(|s| s.0).min().expect("threads > 0");
+        let last = spans.iter().map(|s| s.1).max().expect("threads > 0");
+        last - first
+    });
+    let after = counters(&t);
+    let d = |k: usize| after[k] - before[k];
+    let faults = (d(uapi::VMALAB_CTR_FAULT_FAST) + d(uapi::VMALAB_CTR_FAULT_SLOW)).max(1);
+    let touched = (threads * pages_per_thread) as f64;
+    FaultRun {
+        rate: touched / dt.as_secs_f64(),
+        shared_writes: d(uapi::VMALAB_CTR_SHARED_WRITES) as f64 / faults as f64,
+        slow_frac: d(uapi::VMALAB_CTR_FAULT_SLOW) as f64 / faults as f64,
+        writer_ops: writer_ops.load(Relaxed),
+        faults_per_touch: faults as f64 / touched,
+    }
+}
+
+/// Writer-side latency: map + touch + unmap of a `pages`-page region, `n` times, on an
+/// idle space (or with `faulters` threads re-faulting another region meanwhile).
+/// Returns (map µs, unmap µs) medians.
+pub fn writer_latency(sys: System, n: usize, pages: usize, faulters: usize) -> (f64, f64) {
+    let System::Engine(id) = sys else {
+        return mmap_latency(n, pages);
+    };
+    let busy_len = 1024 * PAGE_SIZE;
+    let dev = Device::with_engine(id, 64 << 20).expect("open");
+    let busy = dev.map(busy_len).expect("map");
+    let arena = dev.mmap_arena(64 << 20).expect("mmap");
+    let stop = AtomicBool::new(false);
+    let (mut maps, mut unmaps) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    std::thread::scope(|s| {
+        for _ in 0..faulters {
+            let (arena, stop) = (&arena, &stop);
+            s.spawn(move || {
+                while !stop.load(Relaxed) {
+                    touch_all(arena.at(busy), busy_len);
+                    zap_keep_tables(arena.at(busy), busy_len);
+                }
+            });
+        }
+        for _ in 0..n {
+            let t0 = Instant::now();
+            let off = dev.map(pages * PAGE_SIZE).expect("map");
+            maps.push(t0.elapsed().as_secs_f64() * 1e6);
+            touch_all(arena.at(off), PAGE_SIZE);
+            let t1 = Instant::now();
+            dev.unmap(off, pages * PAGE_SIZE).expect("unmap");
+            unmaps.push(t1.elapsed().as_secs_f64() * 1e6);
+        }
+        stop.store(true, Relaxed);
+    });
+    (median(maps), median(unmaps))
+}
+
+fn anon_map_unmap(len: usize) {
+    // SAFETY: A fresh anonymous mapping we own, touched once and unmapped.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert!(p != libc::MAP_FAILED);
+        p.cast::<u64>().write_volatile(1);
+        libc::munmap(p, len);
+    }
+}
+
+fn mmap_latency(n: usize, pages: usize) -> (f64, f64) {
+    let (mut maps, mut unmaps) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let len = pages * PAGE_SIZE;
+    for _ in 0..n {
+        let t0 = Instant::now();
+        // SAFETY: A fresh anonymous mapping we own.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        maps.push(t0.elapsed().as_secs_f64() * 1e6);
+        assert!(p != libc::MAP_FAILED);
+        touch_all(p.cast(), PAGE_SIZE);
+        let t1 = Instant::now();
+        // SAFETY: Our own mapping.
+        unsafe { libc::munmap(p, len) };
+        unmaps.push(t1.elapsed().as_secs_f64() * 1e6);
+    }
+    (median(maps), median(unmaps))
+}
+
+/// One ebizzy-style run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EbizzyRun {
+    /// Records (allocate + fill + search + free cycles) per second.
+    pub records: f64,
+    /// User and system CPU seconds of the process during the run.
+    pub user: f64,
+    /// System CPU seconds.
+    pub sys: f64,
+    /// Minor faults during the run.
+    pub minflt: u64,
+}
+
+fn rusage() -> libc::rusage {
+    // SAFETY: A zeroed rusage is valid output space.
+    unsafe {
+        let mut r: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut r);
+        r
+    }
+}
+
+fn secs(t: libc::timeval) -> f64 {
+    t.tv_sec as f64 + t.tv_usec as f64 / 1e6
+}
+
+/// ebizzy `-m` with arena regions: each thread repeatedly allocates a chunk of 1..=32
+/// pages (a region; `mmap` for the `mmap` reference), fills it, searches it for a
+/// key, and frees it, for `duration`.
+pub fn ebizzy(sys: System, threads: usize, duration: Duration) -> EbizzyRun {
+    let arena_size = 256 << 20;
+    let dev = match sys {
+        System::Engine(id) => Some(Device::with_engine(id, arena_size).expect("open")),
+        _ => None,
+    };
+    let arena = dev
+        .as_ref()
+        .map(|d| d.mmap_arena(arena_size).expect("mmap"));
+    let records = AtomicU64::new(0);
+    let r0 = rusage();
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (dev, arena, records) = (dev.as_ref(), arena.as_ref(), &records);
+            s.spawn(move || {
+                let mut x = 0x2545_F491_4F6C_DD1D_u64 ^ (t as u64 + 1);
+                let mut n = 0;
+                while t0.elapsed() < duration {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let pages = 1 + (x % 32) as usize;
+                    let len = pages * PAGE_SIZE;
+                    let (p, off) = match (dev, arena) {
+                        (Some(d), Some(a)) => {
+                            let off = d.map(len).expect("map");
+                            (a.at(off), off)
+                        }
+                        _ => {
+                            // SAFETY: A fresh anonymous mapping we own.
+                            let p = unsafe {
+                                libc::mmap(
+                                    std::ptr::null_mut(),
+                                    len,
+                                    libc::PROT_READ | libc::PROT_WRITE,
+                                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                                    -1,
+                                    0,
+                                )
+                            };
+                            assert!(p != libc::MAP_FAILED);
+                            (p.cast::<u8>(), 0)
+                        }
+                    };
+                    let words = len / 8;
+                    // SAFETY: `p` is a fresh mapping of `len` bytes owned by this thread.
+                    let buf = unsafe { std::slice::from_raw_parts_mut(p.cast::<u64>(), words) };
+                    for (i, w) in buf.iter_mut().enumerate() {
+                        *w = x.wrapping_mul(i as u64 + 1);
+                    }
+                    let key = x.wrapping_mul((x % words as u64) + 1);
+                    let found = buf.iter().position(|&w| w == key);
+                    std::hint::black_box(found);
+                    match dev {
+                        Some(d) => d.unmap(off, len).expect("unmap"),
+                        // SAFETY: Our own mapping.
+                        None => unsafe {
+                            libc::munmap(p.cast(), len);
+                        },
+                    }
+                    n += 1;
+                }
+                records.fetch_add(n, Relaxed);
+            });
+        }
+    });
+    let dt = t0.elapsed().as_secs_f64();
+    let r1 = rusage();
+    EbizzyRun {
+        records: records.load(Relaxed) as f64 / dt,
+        user: secs(r1.ru_utime) - secs(r0.ru_utime),
+        sys: secs(r1.ru_stime) - secs(r0.ru_stime),
+        minflt: (r1.ru_minflt - r0.ru_minflt) as u64,
+    }
+}
+
+/// Kernel memory per region and per mapped page: (engine-reported bytes per region,
+/// slab bytes per region, engine bytes per page).
+pub fn memory(sys: System, regions: usize) -> (f64, f64, f64) {
+    let System::Engine(id) = sys else {
+        return (0.0, 0.0, 0.0);
+    };
+    let slab = || -> f64 {
+        let s = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        s.lines()
+            .find_map(|l| l.strip_prefix("Slab:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+            * 1024.0
+    };
+    let dev = Device::with_engine(id, 1 << 30).expect("open");
+    let s0 = slab();
+    for _ in 0..regions {
+        dev.map(PAGE_SIZE).expect("map");
+    }
+    let s1 = slab();
+    let i = dev.info().expect("info");
+    let per_region = i.meta_bytes as f64 / regions as f64;
+    // Per page: one 8-byte slot per page of a region; measured on a large region.
+    let dev2 = Device::with_engine(id, 1 << 30).expect("open");
+    dev2.map(PAGE_SIZE).expect("map");
+    let small = dev2.info().expect("info").meta_bytes as f64;
+    dev2.map(4096 * PAGE_SIZE).expect("map");
+    let big = dev2.info().expect("info").meta_bytes as f64;
+    let per_page = (big - small - per_region) / 4096.0;
+    (per_region, (s1 - s0) / regions as f64, per_page)
+}
+
+/// Median of a non-empty sample.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
