@@ -164,6 +164,13 @@ impl Report {
     }
 }
 
+/// 1500 -> "1.5k", 2000000 -> "2M".
+fn si(v: f64) -> String {
+    let (d, suffix) = if v >= 1e6 { (1e6, "M") } else if v >= 1e3 { (1e3, "k") } else { (1.0, "") };
+    let x = v / d;
+    if x.fract().abs() < 1e-9 { format!("{x:.0}{suffix}") } else { format!("{x:.1}{suffix}") }
+}
+
 fn fmt_value(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0}")
@@ -187,7 +194,13 @@ fn line_chart(title: &str, rows: &[&Row]) -> String {
             systems.push(r.system);
         }
     }
-    let ymax = rows.iter().map(|r| r.value).fold(0.0, f64::max).max(1.0) * 1.1;
+    // A "nice" tick step (1, 2 or 5 times a power of ten) and five or so ticks.
+    let top = rows.iter().map(|r| r.value).fold(0.0, f64::max).max(1.0);
+    let raw = top / 5.0;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
+    let ticks = (top / step).ceil() as usize;
+    let ymax = step * ticks as f64;
     let x = |t: usize| {
         let i = threads.iter().position(|&u| u == t).unwrap_or(0) as f64;
         ml + if threads.len() > 1 {
@@ -204,15 +217,15 @@ fn line_chart(title: &str, rows: &[&Row]) -> String {
         w / 2.0
     );
     // Axes, grid and labels.
-    for k in 0..=5 {
-        let v = ymax * k as f64 / 5.0;
+    for k in 0..=ticks {
+        let v = step * k as f64;
         let _ = writeln!(
             s,
             "<line x1=\"{ml}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
             w - mr,
             ml - 6.0,
             y(v) + 4.0,
-            fmt_value(v),
+            si(v),
             y = y(v)
         );
     }
