@@ -66,6 +66,14 @@ impl PageSlots {
         self.slots.capacity() * core::mem::size_of::<Atomic<*mut bindings::page>>()
     }
 
+    /// Number of pages installed. O(n): for accounting when a region is freed.
+    pub(crate) fn present(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| !s.load(Relaxed).is_null())
+            .count()
+    }
+
     /// Returns the page in slot `i`, if one was installed. Never sleeps.
     #[inline]
     pub(crate) fn get(&self, i: usize) -> Option<BorrowedPage<'_>> {
@@ -102,16 +110,6 @@ impl PageSlots {
                 Some(Installed::Lost(unsafe { BorrowedPage::from_raw(winner) }))
             }
         }
-    }
-}
-
-impl PageSlots {
-    /// Number of pages installed. O(n): for accounting when a region is freed.
-    pub(crate) fn present(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|s| !s.load(Relaxed).is_null())
-            .count()
     }
 }
 

@@ -13,6 +13,8 @@
 //! with [`VMALAB_IOC_MAP`] / [`VMALAB_IOC_UNMAP`]. Offsets and lengths are bytes from
 //! the start of the arena and must be page aligned.
 
+#![deny(unsafe_code)]
+
 /// The ioctl "type" byte of every vmalab ioctl.
 pub const VMALAB_IOC_MAGIC: u32 = 0xB6;
 
