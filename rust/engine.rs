@@ -89,13 +89,17 @@ pub(crate) trait Engine: Send + Sync {
     fn usage(&self) -> (usize, usize);
 }
 
-/// Creates the engine with UAPI id `id` for an arena of `arena_pages` pages.
-pub(crate) fn new(id: u32, arena_pages: usize) -> Result<Arc<dyn Engine>> {
+/// Creates the engine with UAPI id `id` and `VMALAB_CONFIG_*` `flags` for an arena of
+/// `arena_pages` pages.
+pub(crate) fn new(id: u32, flags: u32, arena_pages: usize) -> Result<Arc<dyn Engine>> {
+    let expedited = flags & uapi::VMALAB_CONFIG_EXPEDITED != 0;
     Ok(match id {
         uapi::VMALAB_ENGINE_RWSEM => {
             Arc::pin_init(rwsem::RwsemEngine::new(arena_pages), GFP_KERNEL)?
         }
-        uapi::VMALAB_ENGINE_RCU => Arc::pin_init(rcu::RcuEngine::new(arena_pages), GFP_KERNEL)?,
+        uapi::VMALAB_ENGINE_RCU => {
+            Arc::pin_init(rcu::RcuEngine::new(arena_pages, expedited), GFP_KERNEL)?
+        }
         uapi::VMALAB_ENGINE_NONE => Arc::pin_init(none::NoneEngine::new(arena_pages), GFP_KERNEL)?,
         _ => return Err(EINVAL),
     })

@@ -235,11 +235,24 @@ impl<T: Send + Sync> RcuRangeMap<T> {
     /// Frees retired entries once no reader can use them: waits for a grace period,
     /// then for each entry's holds to drain, then calls `f` on its value. Returns how
     /// many entries had holds to wait for.
-    pub(crate) fn reclaim(&self, retired: KVec<Retired<T>>, mut f: impl FnMut(T)) -> u64 {
+    ///
+    /// `expedited` waits with `synchronize_rcu_expedited()` (IPIs every CPU, shorter).
+    pub(crate) fn reclaim(
+        &self,
+        retired: KVec<Retired<T>>,
+        expedited: bool,
+        mut f: impl FnMut(T),
+    ) -> u64 {
         if retired.is_empty() {
             return 0;
         }
-        rcu::synchronize_rcu();
+        if expedited {
+            // SAFETY: Process context, no locks held: `synchronize_rcu_expedited` may
+            // sleep and has no other requirement.
+            unsafe { bindings::synchronize_rcu_expedited() };
+        } else {
+            rcu::synchronize_rcu();
+        }
         let mut waits = 0;
         for r in retired {
             // SAFETY: `r.node` left the tree before the grace period that just ended, so
@@ -314,7 +327,7 @@ mod tests {
         assert_eq!(value_at(&map, 15), Some(3));
         assert_eq!(value_at(&map, 25), Some(3));
         let mut freed = KVec::new();
-        let waits = map.reclaim(retired, |v| {
+        let waits = map.reclaim(retired, false, |v| {
             let _ = freed.push(v, GFP_KERNEL);
         });
         assert_eq!(waits, 0);
@@ -334,7 +347,7 @@ mod tests {
         assert!(map.erase(12).is_none());
         let mut freed = KVec::new();
         assert_eq!(
-            map.reclaim(retired, |v| {
+            map.reclaim(retired, true, |v| {
                 let _ = freed.push(v, GFP_KERNEL);
             }),
             0

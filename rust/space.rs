@@ -41,6 +41,8 @@ struct ArenaMap {
 struct Setup {
     /// Engine id to create.
     engine: u32,
+    /// `VMALAB_CONFIG_*` flags for the engine.
+    flags: u32,
     /// Arena size in pages; 0 until configured or mapped.
     arena_pages: usize,
     /// Set once the arena has been mapped (it can be mapped only once).
@@ -86,6 +88,7 @@ impl Space {
                 engine: SetOnce::new(),
                 setup <- new_mutex!(Setup {
                     engine: default_engine,
+                    flags: 0,
                     arena_pages: 0,
                     arena: None,
                 }),
@@ -105,7 +108,7 @@ impl Space {
             if setup.arena_pages == 0 {
                 return Err(EINVAL); // No arena size yet: configure or mmap first.
             }
-            let e = engine::new(setup.engine, setup.arena_pages)?;
+            let e = engine::new(setup.engine, setup.flags, setup.arena_pages)?;
             self.engine.populate(e);
         }
         drop(setup);
@@ -114,7 +117,7 @@ impl Space {
 
     /// `VMALAB_IOC_CONFIG`.
     pub(crate) fn config(&self, c: &uapi::VmalabConfig) -> Result {
-        if c.flags != 0 {
+        if c.flags & !uapi::VMALAB_CONFIG_FLAGS_ALL != 0 {
             return Err(EINVAL);
         }
         let mut setup = self.setup.lock();
@@ -125,6 +128,7 @@ impl Space {
             uapi::engine_name(c.engine).ok_or(EINVAL)?;
             setup.engine = c.engine;
         }
+        setup.flags = c.flags;
         if c.arena_size != 0 {
             setup.arena_pages = pages_of(c.arena_size)?;
         }
@@ -277,16 +281,20 @@ impl Space {
 
     /// `VMALAB_IOC_INFO`.
     pub(crate) fn info(&self) -> uapi::VmalabInfo {
-        let arena_pages = self.setup.lock().arena_pages;
+        let (arena_pages, flags) = {
+            let setup = self.setup.lock();
+            (setup.arena_pages, setup.flags)
+        };
         let mut info = uapi::VmalabInfo {
             arena_size: (arena_pages as u64) << PAGE_SHIFT,
+            flags,
             counters: self.stats.snapshot(),
             ..Default::default()
         };
         if let Some(e) = self.engine.as_ref() {
             let (regions, bytes) = e.usage();
             info.engine = e.id();
-            info.regions = u32::try_from(regions).unwrap_or(u32::MAX);
+            info.regions = regions as u64;
             info.meta_bytes = bytes as u64;
         }
         info.pages = info.counters[uapi::VMALAB_CTR_PAGE_ALLOC]

@@ -12,9 +12,12 @@
 
 #define VMALAB_IOC_MAGIC 0xB6
 
+#define VMALAB_CONFIG_EXPEDITED	(1u << 0)	/* rcu: synchronize_rcu_expedited */
+#define VMALAB_CONFIG_FLAGS_ALL	VMALAB_CONFIG_EXPEDITED
+
 struct vmalab_config {
 	__u32 engine;		/* VMALAB_ENGINE_*, 0 = module default */
-	__u32 flags;		/* must be 0 */
+	__u32 flags;		/* VMALAB_CONFIG_* */
 	__u64 arena_size;	/* bytes, page aligned; 0 = fixed by the first mmap */
 };
 
@@ -44,7 +47,8 @@ struct vmalab_unmap {
 
 struct vmalab_info {
 	__u32 engine;
-	__u32 regions;
+	__u32 flags;
+	__u64 regions;
 	__u64 arena_size;
 	__u64 meta_bytes;
 	__u64 pages;

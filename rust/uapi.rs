@@ -74,13 +74,19 @@ pub const fn engine_can_modify_mapped(id: u32) -> bool {
     id != VMALAB_ENGINE_NONE
 }
 
+/// Config flag: writers of the `rcu` engine wait with `synchronize_rcu_expedited()`
+/// instead of `synchronize_rcu()` (shorter writer latency; IPIs to every CPU).
+pub const VMALAB_CONFIG_EXPEDITED: u32 = 1 << 0;
+/// All valid [`VmalabConfig::flags`] bits.
+pub const VMALAB_CONFIG_FLAGS_ALL: u32 = VMALAB_CONFIG_EXPEDITED;
+
 /// Argument of [`VMALAB_IOC_CONFIG`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VmalabConfig {
     /// One of the `VMALAB_ENGINE_*` ids; 0 keeps the module's default engine.
     pub engine: u32,
-    /// Must be 0.
+    /// `VMALAB_CONFIG_*` flags.
     pub flags: u32,
     /// Size of the arena in bytes (page aligned, non-zero); a later `mmap` must have
     /// exactly this length. 0 leaves it to be fixed by the first `mmap`.
@@ -211,8 +217,10 @@ pub const COUNTER_NAMES: [&str; VMALAB_CTR_DEFINED] = [
 pub struct VmalabInfo {
     /// The engine id in use (0 until the engine is fixed by the first map or mmap).
     pub engine: u32,
+    /// The `VMALAB_CONFIG_*` flags in use.
+    pub flags: u32,
     /// Number of regions currently mapped.
-    pub regions: u32,
+    pub regions: u64,
     /// Arena size in bytes (0 while not yet fixed).
     pub arena_size: u64,
     /// Bytes of kernel memory held by region bookkeeping (structures and page slots,
@@ -228,6 +236,7 @@ impl Default for VmalabInfo {
     fn default() -> Self {
         Self {
             engine: 0,
+            flags: 0,
             regions: 0,
             arena_size: 0,
             meta_bytes: 0,

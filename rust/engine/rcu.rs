@@ -23,8 +23,11 @@
 //!    installed its PTE;
 //! 4. return; the caller zaps the range and frees the pages.
 //!
-//! `synchronize_rcu()` (not expedited: no IPIs to the CPUs that are busy faulting; not
-//! `call_rcu`: the zap must wait for the readers anyway) sets the writer's latency.
+//! `synchronize_rcu()` sets the writer's latency: not `call_rcu`-deferred freeing,
+//! because the zap must wait for the fast-path readers anyway (their PTEs would
+//! survive it), and by default not the expedited variant, which IPIs every CPU —
+//! the faulting ones included — on each writer operation. `VMALAB_CONFIG_EXPEDITED`
+//! selects `synchronize_rcu_expedited()` so the benchmark can show both sides.
 //!
 //! Lock order: `mmap_lock` / per-VMA lock → RCU read section; `writer` → the maple
 //! tree's internal spinlock → the map's drain mutex.
@@ -64,14 +67,17 @@ pub(crate) struct RcuEngine {
     /// What faults see.
     #[pin]
     map: RcuRangeMap<Slot>,
+    /// Wait with `synchronize_rcu_expedited()` (`VMALAB_CONFIG_EXPEDITED`).
+    expedited: bool,
 }
 
 impl RcuEngine {
     /// An engine with no regions for an arena of `arena_pages` pages.
-    pub(crate) fn new(arena_pages: usize) -> impl PinInit<Self> {
+    pub(crate) fn new(arena_pages: usize, expedited: bool) -> impl PinInit<Self> {
         pin_init!(Self {
             writer <- new_mutex!(RegionTree::new(arena_pages), "vmalab_rcu_writer"),
             map <- RcuRangeMap::new(),
+            expedited,
         })
     }
 
@@ -81,7 +87,7 @@ impl RcuEngine {
             return;
         }
         stats.inc(uapi::VMALAB_CTR_GRACE_PERIODS);
-        let waits = self.map.reclaim(retired, drop);
+        let waits = self.map.reclaim(retired, self.expedited, drop);
         stats.add(uapi::VMALAB_CTR_REFCOUNT_WAITS, waits);
     }
 }

@@ -8,7 +8,8 @@ use vmalab::{uapi, Device, PAGE_SIZE};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let arena_size = 16 << 20;
     // One open file = one address space. Choose the engine before the first mmap.
-    let dev = Device::with_engine(uapi::VMALAB_ENGINE_RWSEM, arena_size)?;
+    let rwsem = vmalab::engine("rwsem").expect("rwsem is always built");
+    let dev = Device::with_engine(rwsem, arena_size)?;
     let arena = dev
         .mmap_arena(arena_size)
         .map_err(std::io::Error::from_raw_os_error)?;

@@ -21,10 +21,8 @@ use std::{
 /// What a test sees.
 #[derive(Clone, Debug)]
 pub struct Ctx {
-    /// Engine id under test.
-    pub engine: u32,
-    /// Engine name under test.
-    pub engine_name: &'static str,
+    /// Engine (id, flags, name) under test.
+    pub engine: vmalab::EngineSpec,
     /// Worker threads per concurrent test.
     pub threads: usize,
     /// Minimum checked accesses for the race tests.
@@ -128,7 +126,7 @@ fn usage() -> ! {
 }
 
 fn main() {
-    let mut engines: Vec<(u32, &'static str)> = Vec::new();
+    let mut engines: Vec<vmalab::EngineSpec> = Vec::new();
     let mut threads = 4;
     let mut filter: Option<String> = None;
     let mut list = false;
@@ -138,11 +136,10 @@ fn main() {
         match a.as_str() {
             "--engine" => {
                 let name = args.next().unwrap_or_else(|| usage());
-                let id = vmalab::engine_id(&name).unwrap_or_else(|| {
+                engines.push(vmalab::engine(&name).unwrap_or_else(|| {
                     eprintln!("unknown engine {name}; known: {:?}", vmalab::engines());
                     std::process::exit(2)
-                });
-                engines.push((id, vmalab::uapi::engine_name(id).unwrap()));
+                }));
             }
             "--threads" => {
                 threads = args
@@ -173,14 +170,13 @@ fn main() {
     }
     let suite = tests::suite();
     let mut plan = Vec::new();
-    for &(id, name) in &engines {
+    for &engine in &engines {
         for t in &suite {
-            let full = format!("{name}.{}", t.name);
+            let full = format!("{}.{}", engine.name, t.name);
             if filter.as_deref().is_none_or(|f| full.contains(f)) {
                 plan.push((
                     Ctx {
-                        engine: id,
-                        engine_name: name,
+                        engine,
                         threads,
                         accesses,
                     },

@@ -132,12 +132,12 @@ fn space_with<T>(
 /// Skips tests that create or destroy regions after the arena is mapped on engines
 /// that fix their regions at mmap (`none`).
 fn needs_live_changes(ctx: &Ctx) -> TestResult {
-    if uapi::engine_can_modify_mapped(ctx.engine) {
+    if uapi::engine_can_modify_mapped(ctx.engine.id) {
         Ok(())
     } else {
         Err(Outcome::Skip(format!(
             "engine {} fixes its regions at mmap",
-            ctx.engine_name
+            ctx.engine.name
         )))
     }
 }
@@ -209,11 +209,11 @@ fn open_config_info(ctx: &Ctx) -> TestResult {
     check(i.engine == 0 && i.regions == 0 && i.arena_size == 0, || {
         format!("fresh space: {i:?}")
     })?;
-    ok("config", dev.config(ctx.engine, ARENA as u64))?;
+    ok("config", dev.config(ctx.engine.id, ARENA as u64))?;
     let off = ok("map", dev.map(16 * PAGE_SIZE))?;
     let i = ok("info", dev.info())?;
-    check(i.engine == ctx.engine, || {
-        format!("engine {} != {}", i.engine, ctx.engine)
+    check(i.engine == ctx.engine.id, || {
+        format!("engine {} != {}", i.engine, ctx.engine.id)
     })?;
     check(i.regions == 1 && i.arena_size == ARENA as u64, || {
         format!("after map: {i:?}")
@@ -250,15 +250,15 @@ fn bad_ioctls(ctx: &Ctx) -> TestResult {
     ));
     t(expect_errno(
         "config unaligned size",
-        dev.config(ctx.engine, p + 1),
+        dev.config(ctx.engine.id, p + 1),
         libc::EINVAL,
     ));
     t(expect_errno(
         "config flags",
         {
             let mut c = VmalabConfig {
-                engine: ctx.engine,
-                flags: 1,
+                engine: ctx.engine.id,
+                flags: 1 << 5,
                 arena_size: p,
             };
             dev.ioctl_raw(VMALAB_IOC_CONFIG, &mut c as *mut _ as usize)
@@ -266,7 +266,7 @@ fn bad_ioctls(ctx: &Ctx) -> TestResult {
         },
         libc::EINVAL,
     ));
-    t(ok("config", dev.config(ctx.engine, 64 * p)).map_err(|e| format!("{e:?}")));
+    t(ok("config", dev.config(ctx.engine.id, 64 * p)).map_err(|e| format!("{e:?}")));
     let m = |offset: u64, length: u64, flags: u32| VmalabMap {
         offset,
         length,
@@ -439,7 +439,7 @@ fn bad_ioctls(ctx: &Ctx) -> TestResult {
     t(ok("unmap both", dev.unmap(8 * PAGE_SIZE, 13 * PAGE_SIZE)).map_err(|e| format!("{e:?}")));
     t(expect_errno(
         "config after first region",
-        dev.config(ctx.engine, 0),
+        dev.config(ctx.engine.id, 0),
         libc::EBUSY,
     ));
     if errs.is_empty() {
@@ -483,7 +483,7 @@ fn arena_vma_rules(ctx: &Ctx) -> TestResult {
     ));
     t(expect_errno(
         "config after mmap",
-        dev.config(ctx.engine, 0),
+        dev.config(ctx.engine.id, 0),
         libc::EBUSY,
     ));
     let base = arena.base().cast::<libc::c_void>();
@@ -882,7 +882,7 @@ fn counters_account_pages(ctx: &Ctx) -> TestResult {
 
 fn changes_after_mmap_policy(ctx: &Ctx) -> TestResult {
     let (dev, _arena, off) = space_with(ctx, ARENA, |dev| ok("map", dev.map(PAGE_SIZE)))?;
-    if uapi::engine_can_modify_mapped(ctx.engine) {
+    if uapi::engine_can_modify_mapped(ctx.engine.id) {
         let o = ok("map after mmap", dev.map(PAGE_SIZE))?;
         ok("unmap after mmap", dev.unmap(o, PAGE_SIZE))?;
         ok("unmap the setup region", dev.unmap(off, PAGE_SIZE))
@@ -942,7 +942,7 @@ fn fast_path_shared_writes(ctx: &Ctx) -> TestResult {
     );
     println!("#   {fast} fast + {slow} slow faults, {writes} engine shared-line writes");
     verify_range(&arena, off + PAGE_SIZE, len - PAGE_SIZE, Some(4))?;
-    match ctx.engine {
+    match ctx.engine.id {
         uapi::VMALAB_ENGINE_RWSEM => check(writes >= 2 * (fast + slow) && fast + slow > 0, || {
             format!(
                 "rwsem: {writes} shared writes for {} faults, want >= 2 each",
@@ -952,7 +952,7 @@ fn fast_path_shared_writes(ctx: &Ctx) -> TestResult {
         _ => check(writes == 0 && slow == 0 && fast > 0, || {
             format!(
                 "{}: fast path wrote {writes} shared lines ({fast} fast, {slow} slow faults)",
-                ctx.engine_name
+                ctx.engine.name
             )
         }),
     }

@@ -31,7 +31,7 @@ struct Opts {
     threads: Vec<usize>,
     repeat: usize,
     pages: usize,
-    engines: Vec<u32>,
+    engines: Vec<vmalab::EngineSpec>,
     ebizzy_secs: f64,
     out: Option<PathBuf>,
     writer_ops: usize,
@@ -72,12 +72,12 @@ fn parse() -> Opts {
             "--out" => o.out = Some(PathBuf::from(v)),
             "--engine" => o
                 .engines
-                .push(vmalab::engine_id(&v).unwrap_or_else(|| panic!("unknown engine {v}"))),
+                .push(vmalab::engine(&v).unwrap_or_else(|| panic!("unknown engine {v}"))),
             _ => panic!("unknown option {a}"),
         }
     }
     if o.engines.is_empty() {
-        o.engines = vmalab::engines().into_iter().map(|(id, _)| id).collect();
+        o.engines = vmalab::engines();
     }
     o
 }
@@ -85,7 +85,9 @@ fn parse() -> Opts {
 fn main() {
     let o = parse();
     let mut rep = Report::default();
-    let engines: Vec<System> = o.engines.iter().map(|&id| System::Engine(id)).collect();
+    let engines: Vec<System> = o.engines.iter().map(|&e| System::Engine(e)).collect();
+    let is_floor =
+        |s: &System| matches!(s, System::Engine(e) if e.id == vmalab::uapi::VMALAB_ENGINE_NONE);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     eprintln!(
         "# vmalab-bench: engines {:?}, threads {:?}, {} CPUs, median of {}",
@@ -111,7 +113,7 @@ fn main() {
                 let mut systems = engines.clone();
                 systems.push(System::Memfd);
                 for sys in systems {
-                    if writer.is_some() && sys == System::Engine(vmalab::uapi::VMALAB_ENGINE_NONE) {
+                    if writer.is_some() && is_floor(&sys) {
                         continue; // The floor cannot change its regions.
                     }
                     eprintln!("# faults {variant} threads={t} {}", sys.name());
@@ -181,11 +183,7 @@ fn main() {
         } else {
             format!("{faulters}-faulters")
         };
-        let mut systems: Vec<System> = engines
-            .iter()
-            .copied()
-            .filter(|s| *s != System::Engine(vmalab::uapi::VMALAB_ENGINE_NONE))
-            .collect();
+        let mut systems: Vec<System> = engines.iter().copied().filter(|s| !is_floor(s)).collect();
         if faulters == 0 {
             systems.push(System::Mmap);
         }
@@ -199,11 +197,7 @@ fn main() {
 
     // ebizzy-style.
     let t = o.threads.iter().copied().max().unwrap_or(1);
-    let mut systems: Vec<System> = engines
-        .iter()
-        .copied()
-        .filter(|s| *s != System::Engine(vmalab::uapi::VMALAB_ENGINE_NONE))
-        .collect();
+    let mut systems: Vec<System> = engines.iter().copied().filter(|s| !is_floor(s)).collect();
     systems.push(System::Mmap);
     for sys in systems {
         eprintln!("# ebizzy threads={t} {}", sys.name());

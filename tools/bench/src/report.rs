@@ -166,9 +166,19 @@ impl Report {
 
 /// 1500 -> "1.5k", 2000000 -> "2M".
 fn si(v: f64) -> String {
-    let (d, suffix) = if v >= 1e6 { (1e6, "M") } else if v >= 1e3 { (1e3, "k") } else { (1.0, "") };
+    let (d, suffix) = if v >= 1e6 {
+        (1e6, "M")
+    } else if v >= 1e3 {
+        (1e3, "k")
+    } else {
+        (1.0, "")
+    };
     let x = v / d;
-    if x.fract().abs() < 1e-9 { format!("{x:.0}{suffix}") } else { format!("{x:.1}{suffix}") }
+    if x.fract().abs() < 1e-9 {
+        format!("{x:.0}{suffix}")
+    } else {
+        format!("{x:.1}{suffix}")
+    }
 }
 
 fn fmt_value(v: f64) -> String {
@@ -198,7 +208,11 @@ fn line_chart(title: &str, rows: &[&Row]) -> String {
     let top = rows.iter().map(|r| r.value).fold(0.0, f64::max).max(1.0);
     let raw = top / 5.0;
     let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * mag);
     let ticks = (top / step).ceil() as usize;
     let ymax = step * ticks as f64;
     let x = |t: usize| {

@@ -17,8 +17,8 @@ use vmalab::{uapi, Arena, Device, PAGE_SIZE};
 /// What a workload runs against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum System {
-    /// A vmalab engine (UAPI id).
-    Engine(u32),
+    /// A vmalab engine configuration.
+    Engine(vmalab::EngineSpec),
     /// memfd `MAP_SHARED`: the kernel's own fault path.
     Memfd,
     /// Anonymous `mmap`/`munmap`: the kernel's own `mmap_lock`.
@@ -29,7 +29,7 @@ impl System {
     /// Display name.
     pub fn name(self) -> &'static str {
         match self {
-            System::Engine(id) => uapi::engine_name(id).unwrap_or("?"),
+            System::Engine(e) => e.name,
             System::Memfd => "memfd",
             System::Mmap => "mmap",
         }
@@ -89,10 +89,10 @@ const WRITER_REGION: usize = 16 * PAGE_SIZE;
 
 fn target(sys: System, len: usize) -> Target {
     match sys {
-        System::Engine(id) => {
+        System::Engine(e) => {
             // Room for the fault region plus the writer's churn region.
             let arena_size = (len + 2 * WRITER_REGION).next_power_of_two();
-            let dev = Device::with_engine(id, arena_size).expect("open /dev/vmalab");
+            let dev = Device::with_engine(e, arena_size).expect("open /dev/vmalab");
             let off = dev.map(len).expect("map the fault region");
             let arena = dev.mmap_arena(arena_size).expect("mmap arena");
             let base = arena.at(off);
@@ -259,11 +259,11 @@ pub fn fault_loop(
 /// idle space (or with `faulters` threads re-faulting another region meanwhile).
 /// Returns (map µs, unmap µs) medians.
 pub fn writer_latency(sys: System, n: usize, pages: usize, faulters: usize) -> (f64, f64) {
-    let System::Engine(id) = sys else {
+    let System::Engine(e) = sys else {
         return mmap_latency(n, pages);
     };
     let busy_len = 1024 * PAGE_SIZE;
-    let dev = Device::with_engine(id, 64 << 20).expect("open");
+    let dev = Device::with_engine(e, 64 << 20).expect("open");
     let busy = dev.map(busy_len).expect("map");
     let arena = dev.mmap_arena(64 << 20).expect("mmap");
     let stop = AtomicBool::new(false);
@@ -368,7 +368,7 @@ fn secs(t: libc::timeval) -> f64 {
 pub fn ebizzy(sys: System, threads: usize, duration: Duration) -> EbizzyRun {
     let arena_size = 256 << 20;
     let dev = match sys {
-        System::Engine(id) => Some(Device::with_engine(id, arena_size).expect("open")),
+        System::Engine(e) => Some(Device::with_engine(e, arena_size).expect("open")),
         _ => None,
     };
     let arena = dev
@@ -445,7 +445,7 @@ pub fn ebizzy(sys: System, threads: usize, duration: Duration) -> EbizzyRun {
 /// Kernel memory per region and per mapped page: (engine-reported bytes per region,
 /// slab bytes per region, engine bytes per page).
 pub fn memory(sys: System, regions: usize) -> (f64, f64, f64) {
-    let System::Engine(id) = sys else {
+    let System::Engine(e) = sys else {
         return (0.0, 0.0, 0.0);
     };
     let slab = || -> f64 {
@@ -456,7 +456,7 @@ pub fn memory(sys: System, regions: usize) -> (f64, f64, f64) {
             .unwrap_or(0.0)
             * 1024.0
     };
-    let dev = Device::with_engine(id, 1 << 30).expect("open");
+    let dev = Device::with_engine(e, 1 << 30).expect("open");
     let s0 = slab();
     for _ in 0..regions {
         dev.map(PAGE_SIZE).expect("map");
@@ -465,7 +465,7 @@ pub fn memory(sys: System, regions: usize) -> (f64, f64, f64) {
     let i = dev.info().expect("info");
     let per_region = i.meta_bytes as f64 / regions as f64;
     // Per page: one 8-byte slot per page of a region; measured on a large region.
-    let dev2 = Device::with_engine(id, 1 << 30).expect("open");
+    let dev2 = Device::with_engine(e, 1 << 30).expect("open");
     dev2.map(PAGE_SIZE).expect("map");
     let small = dev2.info().expect("info").meta_bytes as f64;
     dev2.map(4096 * PAGE_SIZE).expect("map");

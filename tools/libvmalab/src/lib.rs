@@ -25,19 +25,40 @@ pub const DEVICE_PATH: &str = "/dev/vmalab";
 /// The page size the module uses (x86-64).
 pub const PAGE_SIZE: usize = 4096;
 
-/// All engines this build of the UAPI knows, as `(id, name)`.
-pub fn engines() -> Vec<(u32, &'static str)> {
-    (1..uapi::VMALAB_ENGINE_END)
-        .filter_map(|id| uapi::engine_name(id).map(|n| (id, n)))
-        .collect()
+/// An engine and its configuration flags, as benchmarks and tests name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineSpec {
+    /// `VMALAB_ENGINE_*` id.
+    pub id: u32,
+    /// `VMALAB_CONFIG_*` flags.
+    pub flags: u32,
+    /// Display name (`rcu+exp` is `rcu` with `VMALAB_CONFIG_EXPEDITED`).
+    pub name: &'static str,
 }
 
-/// Looks an engine up by name.
-pub fn engine_id(name: &str) -> Option<u32> {
-    engines()
-        .into_iter()
-        .find(|&(_, n)| n == name)
-        .map(|(id, _)| id)
+/// Every engine this build of the UAPI knows, plus the configurations worth comparing.
+pub fn engines() -> Vec<EngineSpec> {
+    let mut v: Vec<EngineSpec> = (1..uapi::VMALAB_ENGINE_END)
+        .filter_map(|id| uapi::engine_name(id).map(|name| EngineSpec { id, flags: 0, name }))
+        .collect();
+    let at = v
+        .iter()
+        .position(|e| e.id == uapi::VMALAB_ENGINE_RCU)
+        .map_or(v.len(), |i| i + 1);
+    v.insert(
+        at,
+        EngineSpec {
+            id: uapi::VMALAB_ENGINE_RCU,
+            flags: uapi::VMALAB_CONFIG_EXPEDITED,
+            name: "rcu+exp",
+        },
+    );
+    v
+}
+
+/// Looks an engine configuration up by name.
+pub fn engine(name: &str) -> Option<EngineSpec> {
+    engines().into_iter().find(|e| e.name == name)
 }
 
 /// One open file of `/dev/vmalab`: one address space.
@@ -69,9 +90,14 @@ impl Device {
     }
 
     /// Opens the device and configures engine and arena size.
-    pub fn with_engine(engine: u32, arena_size: usize) -> io::Result<Self> {
+    pub fn with_engine(engine: EngineSpec, arena_size: usize) -> io::Result<Self> {
+        Self::with_config(engine.id, engine.flags, arena_size)
+    }
+
+    /// Opens the device and configures engine, `VMALAB_CONFIG_*` flags and arena size.
+    pub fn with_config(engine: u32, flags: u32, arena_size: usize) -> io::Result<Self> {
         let d = Self::open()?;
-        d.config(engine, arena_size as u64)
+        d.config_flags(engine, flags, arena_size as u64)
             .map_err(io::Error::from_raw_os_error)?;
         Ok(d)
     }
@@ -93,11 +119,16 @@ impl Device {
         }
     }
 
-    /// `VMALAB_IOC_CONFIG`.
+    /// `VMALAB_IOC_CONFIG` with no flags.
     pub fn config(&self, engine: u32, arena_size: u64) -> Result<(), Errno> {
+        self.config_flags(engine, 0, arena_size)
+    }
+
+    /// `VMALAB_IOC_CONFIG`.
+    pub fn config_flags(&self, engine: u32, flags: u32, arena_size: u64) -> Result<(), Errno> {
         let mut c = uapi::VmalabConfig {
             engine,
-            flags: 0,
+            flags,
             arena_size,
         };
         self.ioctl_raw(uapi::VMALAB_IOC_CONFIG, &mut c as *mut _ as usize)

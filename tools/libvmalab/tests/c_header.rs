@@ -20,6 +20,12 @@ fn c_header_matches_rust_uapi() {
         ("VMALAB_IOC_TEST_WARN", VMALAB_IOC_TEST_WARN as u64),
         ("VMALAB_ENGINE_RWSEM", VMALAB_ENGINE_RWSEM as u64),
         ("VMALAB_ENGINE_END", VMALAB_ENGINE_END as u64),
+        ("VMALAB_CONFIG_EXPEDITED", VMALAB_CONFIG_EXPEDITED as u64),
+        ("VMALAB_CONFIG_FLAGS_ALL", VMALAB_CONFIG_FLAGS_ALL as u64),
+        (
+            "offsetof(struct vmalab_info, regions)",
+            offset_of!(VmalabInfo, regions) as u64,
+        ),
         ("VMALAB_MAP_FIXED", VMALAB_MAP_FIXED as u64),
         ("VMALAB_MAP_REPLACE", VMALAB_MAP_REPLACE as u64),
         ("VMALAB_MAP_FLAGS_ALL", VMALAB_MAP_FLAGS_ALL as u64),
