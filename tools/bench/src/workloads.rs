@@ -347,6 +347,8 @@ pub struct EbizzyRun {
     pub sys: f64,
     /// Minor faults during the run.
     pub minflt: u64,
+    /// Context switches (voluntary + involuntary) during the run.
+    pub csw: u64,
 }
 
 fn rusage() -> libc::rusage {
@@ -439,6 +441,7 @@ pub fn ebizzy(sys: System, threads: usize, duration: Duration) -> EbizzyRun {
         user: secs(r1.ru_utime) - secs(r0.ru_utime),
         sys: secs(r1.ru_stime) - secs(r0.ru_stime),
         minflt: (r1.ru_minflt - r0.ru_minflt) as u64,
+        csw: ((r1.ru_nvcsw + r1.ru_nivcsw) - (r0.ru_nvcsw + r0.ru_nivcsw)) as u64,
     }
 }
 
