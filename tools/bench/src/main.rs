@@ -236,6 +236,14 @@ fn main() {
             "minflt",
             median(runs.iter().map(|r| r.minflt as f64).collect()),
         );
+        rep.add(
+            "ebizzy",
+            "-m",
+            t,
+            sys.name(),
+            "ctx_switches",
+            median(runs.iter().map(|r| r.csw as f64).collect()),
+        );
     }
 
     // Memory.
@@ -288,6 +296,7 @@ fn main() {
         ("ebizzy", "user_s", "CPU seconds"),
         ("ebizzy", "sys_s", "CPU seconds"),
         ("ebizzy", "minflt", "minor faults"),
+        ("ebizzy", "ctx_switches", "voluntary + involuntary"),
         ("memory", "B/region", "engine-accounted kernel bytes"),
         ("memory", "slab_B/region", "slab growth per region"),
         ("memory", "B/page", "kernel bytes per page beyond the page"),
