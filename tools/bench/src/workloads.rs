@@ -292,21 +292,34 @@ pub fn writer_latency(sys: System, n: usize, pages: usize, faulters: usize) -> (
     (median(maps), median(unmaps))
 }
 
-fn anon_map_unmap(len: usize) {
-    // SAFETY: A fresh anonymous mapping we own, touched once and unmapped.
-    unsafe {
-        let p = libc::mmap(
+/// A fresh private anonymous mapping of `len` bytes (the kernel's own `mmap` path).
+fn anon_mmap(len: usize) -> *mut u8 {
+    // SAFETY: Creates a new mapping; touches no existing memory.
+    let p = unsafe {
+        libc::mmap(
             std::ptr::null_mut(),
             len,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
             0,
-        );
-        assert!(p != libc::MAP_FAILED);
-        p.cast::<u64>().write_volatile(1);
-        libc::munmap(p, len);
-    }
+        )
+    };
+    assert!(p != libc::MAP_FAILED, "anonymous mmap");
+    p.cast()
+}
+
+/// Unmaps a mapping made by [`anon_mmap`].
+fn anon_munmap(p: *mut u8, len: usize) {
+    // SAFETY: `p` is a mapping of `len` bytes this thread made and no longer uses.
+    unsafe { libc::munmap(p.cast(), len) };
+}
+
+fn anon_map_unmap(len: usize) {
+    let p = anon_mmap(len);
+    // SAFETY: `p` is a fresh writable mapping of at least 8 bytes.
+    unsafe { p.cast::<u64>().write_volatile(1) };
+    anon_munmap(p, len);
 }
 
 fn mmap_latency(n: usize, pages: usize) -> (f64, f64) {
@@ -314,23 +327,11 @@ fn mmap_latency(n: usize, pages: usize) -> (f64, f64) {
     let len = pages * PAGE_SIZE;
     for _ in 0..n {
         let t0 = Instant::now();
-        // SAFETY: A fresh anonymous mapping we own.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
+        let p = anon_mmap(len);
         maps.push(t0.elapsed().as_secs_f64() * 1e6);
-        assert!(p != libc::MAP_FAILED);
-        touch_all(p.cast(), PAGE_SIZE);
+        touch_all(p, PAGE_SIZE);
         let t1 = Instant::now();
-        // SAFETY: Our own mapping.
-        unsafe { libc::munmap(p, len) };
+        anon_munmap(p, len);
         unmaps.push(t1.elapsed().as_secs_f64() * 1e6);
     }
     (median(maps), median(unmaps))
@@ -396,21 +397,7 @@ pub fn ebizzy(sys: System, threads: usize, duration: Duration) -> EbizzyRun {
                             let off = d.map(len).expect("map");
                             (a.at(off), off)
                         }
-                        _ => {
-                            // SAFETY: A fresh anonymous mapping we own.
-                            let p = unsafe {
-                                libc::mmap(
-                                    std::ptr::null_mut(),
-                                    len,
-                                    libc::PROT_READ | libc::PROT_WRITE,
-                                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                                    -1,
-                                    0,
-                                )
-                            };
-                            assert!(p != libc::MAP_FAILED);
-                            (p.cast::<u8>(), 0)
-                        }
+                        _ => (anon_mmap(len), 0),
                     };
                     let words = len / 8;
                     // SAFETY: `p` is a fresh mapping of `len` bytes owned by this thread.
@@ -423,10 +410,7 @@ pub fn ebizzy(sys: System, threads: usize, duration: Duration) -> EbizzyRun {
                     std::hint::black_box(found);
                     match dev {
                         Some(d) => d.unmap(off, len).expect("unmap"),
-                        // SAFETY: Our own mapping.
-                        None => unsafe {
-                            libc::munmap(p.cast(), len);
-                        },
+                        None => anon_munmap(p, len),
                     }
                     n += 1;
                 }
