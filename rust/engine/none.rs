@@ -8,6 +8,9 @@
 //! after that fail with `EPERM`. What remains on its fault path is what every engine
 //! pays: the kernel's own per-VMA lock on the arena, the page lookup and the PTE
 //! install.
+//!
+//! Lock order: `setup` is only taken by ioctls and by `mmap` (under `mmap_lock`), never
+//! by a fault; `mmap_lock` → `setup`.
 
 #![deny(unsafe_code)]
 
