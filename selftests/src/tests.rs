@@ -678,6 +678,15 @@ fn race_test(ctx: &Ctx, mode: Mode, slow_delay_us: u32, pages: usize) -> TestRes
         "#   {} checked accesses ({} ok, {} SIGBUS) over {} generations: {} violations",
         r.accesses, r.ok, r.bus, r.generations, r.violations
     );
+    let c = ok("info", dev.info())?.counters;
+    println!(
+        "#   engine: {} fast / {} slow faults, {} grace periods, {} refcount waits, {} zaps",
+        c[uapi::VMALAB_CTR_FAULT_FAST],
+        c[uapi::VMALAB_CTR_FAULT_SLOW],
+        c[uapi::VMALAB_CTR_GRACE_PERIODS],
+        c[uapi::VMALAB_CTR_REFCOUNT_WAITS],
+        c[uapi::VMALAB_CTR_ZAP]
+    );
     if r.violations > 0 {
         return fail(format!(
             "{} violations, e.g.:\n{}",
