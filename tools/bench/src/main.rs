@@ -189,9 +189,10 @@ fn main() {
         }
         for sys in systems {
             eprintln!("# writer {variant} {}", sys.name());
-            let (m, u) = workloads::writer_latency(sys, o.writer_ops, 16, faulters);
+            let (m, u, rate) = workloads::writer_latency(sys, o.writer_ops, 16, faulters);
             rep.add("writer", &variant, faulters, sys.name(), "map_us", m);
             rep.add("writer", &variant, faulters, sys.name(), "unmap_us", u);
+            rep.add("writer", &variant, faulters, sys.name(), "pairs/s", rate);
         }
     }
 
@@ -292,6 +293,7 @@ fn main() {
         ),
         ("writer", "map_us", "median µs, lower is better"),
         ("writer", "unmap_us", "median µs, lower is better"),
+        ("writer", "pairs/s", "map+touch+unmap cycles per second"),
         ("ebizzy", "records/s", "higher is better"),
         ("ebizzy", "user_s", "CPU seconds"),
         ("ebizzy", "sys_s", "CPU seconds"),

@@ -257,8 +257,8 @@ pub fn fault_loop(
 
 /// Writer-side latency: map + touch + unmap of a `pages`-page region, `n` times, on an
 /// idle space (or with `faulters` threads re-faulting another region meanwhile).
-/// Returns (map µs, unmap µs) medians.
-pub fn writer_latency(sys: System, n: usize, pages: usize, faulters: usize) -> (f64, f64) {
+/// Returns (map µs, unmap µs) medians and map+unmap pairs per second over the loop.
+pub fn writer_latency(sys: System, n: usize, pages: usize, faulters: usize) -> (f64, f64, f64) {
     let System::Engine(e) = sys else {
         return mmap_latency(n, pages);
     };
@@ -268,7 +268,7 @@ pub fn writer_latency(sys: System, n: usize, pages: usize, faulters: usize) -> (
     let arena = dev.mmap_arena(64 << 20).expect("mmap");
     let stop = AtomicBool::new(false);
     let (mut maps, mut unmaps) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    std::thread::scope(|s| {
+    let rate = std::thread::scope(|s| {
         for _ in 0..faulters {
             let (arena, stop) = (&arena, &stop);
             s.spawn(move || {
@@ -278,6 +278,7 @@ pub fn writer_latency(sys: System, n: usize, pages: usize, faulters: usize) -> (
                 }
             });
         }
+        let start = Instant::now();
         for _ in 0..n {
             let t0 = Instant::now();
             let off = dev.map(pages * PAGE_SIZE).expect("map");
@@ -287,9 +288,11 @@ pub fn writer_latency(sys: System, n: usize, pages: usize, faulters: usize) -> (
             dev.unmap(off, pages * PAGE_SIZE).expect("unmap");
             unmaps.push(t1.elapsed().as_secs_f64() * 1e6);
         }
+        let rate = n as f64 / start.elapsed().as_secs_f64();
         stop.store(true, Relaxed);
+        rate
     });
-    (median(maps), median(unmaps))
+    (median(maps), median(unmaps), rate)
 }
 
 /// A fresh private anonymous mapping of `len` bytes (the kernel's own `mmap` path).
@@ -322,9 +325,10 @@ fn anon_map_unmap(len: usize) {
     anon_munmap(p, len);
 }
 
-fn mmap_latency(n: usize, pages: usize) -> (f64, f64) {
+fn mmap_latency(n: usize, pages: usize) -> (f64, f64, f64) {
     let (mut maps, mut unmaps) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let len = pages * PAGE_SIZE;
+    let start = Instant::now();
     for _ in 0..n {
         let t0 = Instant::now();
         let p = anon_mmap(len);
@@ -334,7 +338,11 @@ fn mmap_latency(n: usize, pages: usize) -> (f64, f64) {
         anon_munmap(p, len);
         unmaps.push(t1.elapsed().as_secs_f64() * 1e6);
     }
-    (median(maps), median(unmaps))
+    (
+        median(maps),
+        median(unmaps),
+        n as f64 / start.elapsed().as_secs_f64(),
+    )
 }
 
 /// One ebizzy-style run.
