@@ -175,6 +175,11 @@ fn expect_errno<T: std::fmt::Debug>(
     }
 }
 
+/// One page, as a UAPI length.
+fn p_len() -> u64 {
+    PAGE_SIZE as u64
+}
+
 /// The word for (tag, arena offset): never zero, unique per word and tag.
 fn word(tag: u64, offset: usize) -> u64 {
     ((tag + 1) << 40) | (offset as u64 >> 3)
@@ -430,6 +435,42 @@ fn bad_ioctls(ctx: &Ctx) -> TestResult {
         dev.ioctl_raw(VMALAB_IOC_TEST_WARN, 0).map(drop),
         libc::EPERM,
     ));
+    // MAP whose result cannot be written back: EFAULT, and the region it created is
+    // taken back (the caller could never learn where it went).
+    {
+        // SAFETY: A fresh anonymous page, filled with a valid argument, then made
+        // read-only; only the kernel touches it afterwards.
+        let ro = unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                PAGE_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert!(p != libc::MAP_FAILED);
+            p.cast::<VmalabMap>().write(VmalabMap {
+                length: p_len(),
+                ..Default::default()
+            });
+            libc::mprotect(p, PAGE_SIZE, libc::PROT_READ);
+            p
+        };
+        let before = dev.info().map(|i| i.regions).unwrap_or(0);
+        t(expect_errno(
+            "map into a read-only argument",
+            dev.ioctl_raw(VMALAB_IOC_MAP, ro as usize).map(drop),
+            libc::EFAULT,
+        ));
+        let after = dev.info().map(|i| i.regions).unwrap_or(0);
+        t(check(after == before, || {
+            format!("regions {before} -> {after}: failed MAP leaked its region")
+        })
+        .map_err(|e| format!("{e:?}")));
+        // SAFETY: Our own mapping.
+        unsafe { libc::munmap(ro, PAGE_SIZE) };
+    }
     // The regions survived all of that, and the valid unmap works.
     let i = dev.info().unwrap_or_default();
     t(check(i.regions == 2, || {
