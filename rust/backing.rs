@@ -58,7 +58,10 @@ impl Backing {
         if *self != Backing::Zero {
             return None;
         }
-        let page = Page::alloc_page(GFP_NOWAIT | __GFP_ZERO | __GFP_NOWARN).ok()?;
+        // GFP_NOWAIT plus __GFP_ACCOUNT (the kernel crate has no constant for the
+        // latter alone): the page is charged to the faulting task's memory cgroup.
+        let account = GFP_KERNEL_ACCOUNT & !GFP_KERNEL;
+        let page = Page::alloc_page(GFP_NOWAIT | account | __GFP_ZERO | __GFP_NOWARN).ok()?;
         Some(Self::account(slots.install(i, page)?, stats))
     }
 
@@ -92,7 +95,7 @@ impl Backing {
             stats.inc(uapi::VMALAB_CTR_SLOW_SLEEP);
             fsleep(Delta::from_micros(i64::from(delay_us)));
         }
-        let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+        let page = Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?;
         Ok(Self::account(slots.install(i, page).ok_or(EINVAL)?, stats))
     }
 }

@@ -77,6 +77,16 @@ pub(crate) trait Engine: Send + Sync {
         stats: &Stats,
     ) -> Result;
 
+    /// Test hook (`VMALAB_IOC_TEST_HOOKS`): arms mutants and delays. `EINVAL` for any
+    /// the engine does not have. Mutants must stay memory-safe (see `uapi.rs`).
+    fn set_test_hooks(&self, hooks: &uapi::VmalabTestHooks) -> Result {
+        if *hooks == uapi::VmalabTestHooks::default() {
+            Ok(())
+        } else {
+            Err(EINVAL)
+        }
+    }
+
     /// The arena is about to be mapped; faults may start after this returns.
     fn freeze(&self) -> Result {
         Ok(())

@@ -10,6 +10,7 @@
 //!
 //! This is the only file that turns raw `struct page` pointers back into pages.
 
+use crate::vm_ops::cond_resched;
 use core::ptr::{null_mut, NonNull};
 use kernel::{
     bindings,
@@ -46,11 +47,17 @@ pub(crate) struct PageSlots {
 }
 
 impl PageSlots {
-    /// Allocates `n` empty slots.
+    /// Allocates `n` empty slots, charged to the caller's memory cgroup. `n` comes from
+    /// user space (bounded by the file's limits): no allocation warning for it.
     pub(crate) fn new(n: usize) -> Result<Self> {
-        let mut slots = KVVec::with_capacity(n, GFP_KERNEL)?;
-        for _ in 0..n {
-            slots.push(Atomic::new(null_mut()), GFP_KERNEL)?;
+        let mut slots = KVVec::with_capacity(n, GFP_KERNEL_ACCOUNT | __GFP_NOWARN)?;
+        for i in 0..n {
+            if slots.push_within_capacity(Atomic::new(null_mut())).is_err() {
+                return Err(ENOMEM); // Unreachable: the capacity is `n`.
+            }
+            if i % 4096 == 4095 {
+                cond_resched();
+            }
         }
         // INVARIANT: all slots are null.
         Ok(Self { slots })
@@ -68,10 +75,14 @@ impl PageSlots {
 
     /// Number of pages installed. O(n): for accounting when a region is freed.
     pub(crate) fn present(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|s| !s.load(Relaxed).is_null())
-            .count()
+        let mut n = 0;
+        for (i, s) in self.slots.iter().enumerate() {
+            n += usize::from(!s.load(Relaxed).is_null());
+            if i % 4096 == 4095 {
+                cond_resched();
+            }
+        }
+        n
     }
 
     /// Returns the page in slot `i`, if one was installed. Never sleeps.
@@ -115,12 +126,17 @@ impl PageSlots {
 
 impl Drop for PageSlots {
     fn drop(&mut self) {
-        for slot in self.slots.iter() {
+        for (i, slot) in self.slots.iter().enumerate() {
+            if i % 4096 == 4095 {
+                cond_resched(); // Regions are dropped in process context only.
+            }
             let p = slot.load(Relaxed);
             if !p.is_null() {
-                // SAFETY: The array owns one reference to each installed page (type
-                // invariant) and nobody can reach the slots any more (`&mut self`). User
-                // PTEs that still map the page hold references of their own.
+                // SAFETY: The array owns the one reference to each installed page (type
+                // invariant) and nobody can reach the slots any more (`&mut self`).
+                // PTEs map the page without a reference (special PTEs, see
+                // `vm_ops::PteTable`): the owner of a region drops it only after its
+                // range was zapped or the arena VMA is gone.
                 unsafe { bindings::__free_pages(p, 0) };
             }
         }

@@ -28,19 +28,24 @@ use kernel::{
     new_condvar, new_mutex,
     prelude::*,
     sync::{
-        atomic::{Acquire, Atomic, Full},
+        atomic::{Acquire, Atomic, Full, Relaxed},
         rcu, CondVar, Mutex,
     },
+    time::{delay::fsleep, Delta},
     types::Opaque,
 };
+
+/// Bit of [`Node::users`] set by the writer that reclaims the node.
+const DRAINING: u32 = 1 << 31;
 
 /// A map entry: the value plus what the drain protocol needs. Derefs to the value.
 pub(crate) struct Node<T> {
     value: T,
-    /// Readers holding the entry past their RCU read section.
+    /// Readers holding the entry past their RCU read section (low bits), and
+    /// [`DRAINING`] once a writer reclaims it. One word, so that a releasing reader
+    /// learns from its own decrement whether it must wake the writer, and never reads
+    /// the node again: once the count is zero the writer may free it at any moment.
     users: Atomic<u32>,
-    /// Set by a writer waiting for `users` to reach zero.
-    draining: Atomic<bool>,
 }
 
 impl<T> Deref for Node<T> {
@@ -66,7 +71,26 @@ pub(crate) struct RcuRangeMap<T: Send + Sync> {
     drain: Mutex<()>,
     #[pin]
     drained: CondVar,
+    /// Test hook: microseconds a releasing reader sleeps right after its decrement.
+    release_delay_us: Atomic<u32>,
+    /// Entries retired by a mutant writer that skipped part of the wait (test hook):
+    /// freed only when the map is dropped, so the mutant stays memory-safe.
+    #[pin]
+    graveyard: Mutex<KVec<Retired<T>>>,
     _owns: PhantomData<KBox<Node<T>>>,
+}
+
+/// How [`RcuRangeMap::reclaim`] waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// `synchronize_rcu()`, then each entry's holds.
+    Normal,
+    /// `synchronize_rcu_expedited()` (IPIs every CPU, shorter), then the holds.
+    Expedited,
+    /// Test mutant: no grace period and no drain (the entries are parked, not freed).
+    MutantSkipGracePeriod,
+    /// Test mutant: a grace period but no drain (the entries are parked, not freed).
+    MutantSkipDrain,
 }
 
 // SAFETY: The maple tree serialises writers with its own spinlock and supports
@@ -110,12 +134,17 @@ impl<T: Send + Sync> Deref for Held<'_, T> {
 
 impl<T: Send + Sync> Drop for Held<'_, T> {
     fn drop(&mut self) {
-        // SAFETY: The node is alive until this hold is released (type invariant).
-        let node = unsafe { self.node.as_ref() };
-        // ORDERING: a fully ordered decrement, then the load of `draining`; the writer
-        // does a fully ordered set of `draining`, then loads `users`. One of the two
-        // sides sees the other's write (store-buffering), so no wakeup is lost.
-        if node.users.fetch_sub(1, Full) == 1 && node.draining.load(Acquire) {
+        // SAFETY: The node is alive until this hold is released (type invariant); the
+        // decrement below is the release, and the last use of `node`.
+        let users = unsafe { &self.node.as_ref().users };
+        // ORDERING: Full: our reads of the node (the fault's use of the value) happen
+        // before the writer, which sees the count drop, frees it.
+        let old = users.fetch_sub(1, Full);
+        // From here on the node may be freed: decide from `old` alone.
+        self.map.test_release_delay();
+        if old == DRAINING | 1 {
+            // The writer set DRAINING before this decrement and saw holds: it waits
+            // under `drain` (or is about to check under it), so wake it there.
             let _guard = self.map.drain.lock();
             self.map.drained.notify_all();
         }
@@ -132,6 +161,8 @@ impl<T: Send + Sync> RcuRangeMap<T> {
             }),
             drain <- new_mutex!((), "vmalab_rcu_map_drain"),
             drained <- new_condvar!("vmalab_rcu_map_drained"),
+            release_delay_us: Atomic::new(0),
+            graveyard <- new_mutex!(KVec::new(), "vmalab_rcu_map_graveyard"),
             _owns: PhantomData,
         })
     }
@@ -148,7 +179,7 @@ impl<T: Send + Sync> RcuRangeMap<T> {
                 return Ok(());
             };
             // INVARIANT: about to be removed from the tree by the caller.
-            out.push(Retired { node }, GFP_KERNEL)?;
+            out.push(Retired { node }, GFP_KERNEL_ACCOUNT)?;
             if index == 0 || index as usize > last {
                 return Ok(());
             }
@@ -157,7 +188,7 @@ impl<T: Send + Sync> RcuRangeMap<T> {
 
     /// Maps `[first, last]` to `value`, atomically replacing whatever entries lie in
     /// that range (which must lie entirely inside it); those are appended to `retired`.
-    /// On error nothing changed.
+    /// On error nothing changed (and `retired` is as it was).
     pub(crate) fn store(
         &self,
         first: usize,
@@ -169,13 +200,16 @@ impl<T: Send + Sync> RcuRangeMap<T> {
             Node {
                 value,
                 users: Atomic::new(0),
-                draining: Atomic::new(false),
             },
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )?;
-        let mut old = KVec::new();
-        self.entries_in(first, last, &mut old)?;
-        retired.reserve(old.len(), GFP_KERNEL)?;
+        let before = retired.len();
+        // The entries the store will displace; still owned by the tree until it runs.
+        if let Err(e) = self.entries_in(first, last, retired) {
+            // `Retired` has no destructor: this only forgets pointers the tree owns.
+            retired.truncate(before);
+            return Err(e);
+        }
         let ptr = KBox::into_raw(node);
         // SAFETY: The tree is initialised; `ptr` is a valid, aligned, non-reserved
         // entry; GFP_KERNEL is fine in the writer's process context.
@@ -185,27 +219,51 @@ impl<T: Send + Sync> RcuRangeMap<T> {
                 first as c_ulong,
                 last as c_ulong,
                 ptr.cast(),
-                bindings::GFP_KERNEL,
+                bindings::GFP_KERNEL_ACCOUNT,
             )
         };
         if ret != 0 {
+            // The tree kept the old entries: forget our copies of their pointers.
+            retired.truncate(before);
             // SAFETY: The store failed, so the tree did not take `ptr`: still ours.
             drop(unsafe { KBox::from_raw(ptr) });
             return Err(Error::from_errno(ret));
         }
-        for r in old {
-            // Room was reserved above.
-            retired.push(r, GFP_KERNEL)?;
+        // INVARIANT: the entries appended above left the tree with this store.
+        Ok(())
+    }
+
+    /// Removes the entries starting at each of `starts`, appending them to `retired`.
+    /// Allocates before it removes anything: on error nothing changed.
+    pub(crate) fn erase_all(&self, starts: &[usize], retired: &mut KVec<Retired<T>>) -> Result {
+        retired.reserve(starts.len(), GFP_KERNEL_ACCOUNT)?;
+        for &index in starts {
+            // SAFETY: The tree is initialised (type invariant).
+            let p = unsafe { bindings::mtree_erase(self.tree.get(), index as c_ulong) };
+            if let Some(node) = NonNull::new(p.cast::<Node<T>>()) {
+                // INVARIANT: `mtree_erase` removed the entry from the tree. Room was
+                // reserved above, so the push cannot fail.
+                if retired.push_within_capacity(Retired { node }).is_err() {
+                    // Unreachable. Dropping a `Retired` leaks its node (no destructor):
+                    // never free what readers may hold.
+                    kernel::warn_on!(true);
+                }
+            }
         }
         Ok(())
     }
 
-    /// Removes the entry covering `index`, if any.
-    pub(crate) fn erase(&self, index: usize) -> Option<Retired<T>> {
-        // SAFETY: The tree is initialised (type invariant).
-        let p = unsafe { bindings::mtree_erase(self.tree.get(), index as c_ulong) };
-        // INVARIANT: `mtree_erase` removed the entry from the tree.
-        NonNull::new(p.cast::<Node<T>>()).map(|node| Retired { node })
+    /// Test hook: makes every releasing reader sleep `us` microseconds right after its
+    /// release (0: off), widening the window in which a writer may free the entry.
+    pub(crate) fn set_test_release_delay(&self, us: u32) {
+        self.release_delay_us.store(us, Relaxed);
+    }
+
+    fn test_release_delay(&self) {
+        let us = self.release_delay_us.load(Relaxed);
+        if us != 0 {
+            fsleep(Delta::from_micros(i64::from(us)));
+        }
     }
 
     /// Returns the entry covering `index`. Never sleeps and writes nothing shared.
@@ -235,23 +293,32 @@ impl<T: Send + Sync> RcuRangeMap<T> {
     /// Frees retired entries once no reader can use them: waits for a grace period,
     /// then for each entry's holds to drain, then calls `f` on its value. Returns how
     /// many entries had holds to wait for.
-    ///
-    /// `expedited` waits with `synchronize_rcu_expedited()` (IPIs every CPU, shorter).
     pub(crate) fn reclaim(
         &self,
         retired: KVec<Retired<T>>,
-        expedited: bool,
+        wait: Wait,
         mut f: impl FnMut(T),
     ) -> u64 {
         if retired.is_empty() {
             return 0;
         }
-        if expedited {
+        match wait {
+            Wait::Normal => rcu::synchronize_rcu(),
             // SAFETY: Process context, no locks held: `synchronize_rcu_expedited` may
             // sleep and has no other requirement.
-            unsafe { bindings::synchronize_rcu_expedited() };
-        } else {
-            rcu::synchronize_rcu();
+            Wait::Expedited => unsafe { bindings::synchronize_rcu_expedited() },
+            Wait::MutantSkipDrain => rcu::synchronize_rcu(),
+            Wait::MutantSkipGracePeriod => {}
+        }
+        if matches!(wait, Wait::MutantSkipDrain | Wait::MutantSkipGracePeriod) {
+            // Readers may still use the entries: park them until the map is dropped.
+            let mut graveyard = self.graveyard.lock();
+            for r in retired {
+                // Out of memory in a test mutant: `r` is dropped, which leaks its node
+                // (a `Retired` has no destructor) rather than freeing it.
+                let _ = graveyard.push(r, GFP_KERNEL);
+            }
+            return 0;
         }
         let mut waits = 0;
         for r in retired {
@@ -259,13 +326,14 @@ impl<T: Send + Sync> RcuRangeMap<T> {
             // no reader can newly find or hold it; existing holds are counted in
             // `users`, and we free it only once that is zero.
             let node = unsafe { r.node.as_ref() };
-            // ORDERING: a fully ordered RMW, then the load; pairs with the fully ordered
-            // decrement in `Held::drop` (see there).
-            node.draining.xchg(true, Full);
-            if node.users.load(Acquire) != 0 {
+            // ORDERING: Full, pairs with the decrement in `Held::drop`: either this RMW
+            // comes first and the last releaser sees DRAINING (and wakes us under
+            // `drain`), or the releases come first and we see their count.
+            // (An add: DRAINING is set once, above any count, so it acts as an or.)
+            if node.users.fetch_add(DRAINING, Full) != 0 {
                 waits += 1;
                 let mut guard = self.drain.lock();
-                while node.users.load(Acquire) != 0 {
+                while node.users.load(Acquire) != DRAINING {
                     self.drained.wait(&mut guard);
                 }
             }
@@ -297,6 +365,12 @@ impl<T: Send + Sync> PinnedDrop for RcuRangeMap<T> {
         }
         // SAFETY: The tree is initialised; this frees its nodes (the entries are gone).
         unsafe { bindings::mtree_destroy(self.tree.get()) };
+        // Entries parked by a test mutant: no reader is left either.
+        for r in core::mem::take(&mut *self.graveyard.lock()) {
+            // SAFETY: Parked entries left the tree and are owned by the graveyard; the
+            // map is being dropped, so nothing can reach them.
+            drop(unsafe { KBox::from_raw(r.node.as_ptr()) });
+        }
     }
 }
 
@@ -327,7 +401,7 @@ mod tests {
         assert_eq!(value_at(&map, 15), Some(3));
         assert_eq!(value_at(&map, 25), Some(3));
         let mut freed = KVec::new();
-        let waits = map.reclaim(retired, false, |v| {
+        let waits = map.reclaim(retired, Wait::Normal, |v| {
             let _ = freed.push(v, GFP_KERNEL);
         });
         assert_eq!(waits, 0);
@@ -342,12 +416,14 @@ mod tests {
             assert_eq!(*held, 3);
         }
         let mut retired = KVec::new();
-        retired.push(map.erase(12).ok_or(ENOENT)?, GFP_KERNEL)?;
+        map.erase_all(&[10], &mut retired)?;
+        assert_eq!(retired.len(), 1);
         assert_eq!(value_at(&map, 12), None);
-        assert!(map.erase(12).is_none());
+        map.erase_all(&[10], &mut retired)?;
+        assert_eq!(retired.len(), 1);
         let mut freed = KVec::new();
         assert_eq!(
-            map.reclaim(retired, true, |v| {
+            map.reclaim(retired, Wait::Expedited, |v| {
                 let _ = freed.push(v, GFP_KERNEL);
             }),
             0

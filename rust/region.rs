@@ -14,7 +14,7 @@ use crate::{
     pages::PageSlots,
     stats::Stats,
     uapi,
-    vm_ops::{Fault, FaultAround, FaultOutcome},
+    vm_ops::{Fault, FaultAround, FaultOutcome, Install},
 };
 use kernel::{
     prelude::*,
@@ -29,14 +29,15 @@ pub(crate) struct Region {
 }
 
 impl Region {
-    /// Allocates a region of `npages` pages (its page slots, not the pages).
+    /// Allocates a region of `npages` pages (its page slots, not the pages), charged
+    /// to the caller's memory cgroup.
     pub(crate) fn new(npages: usize, backing: Backing) -> Result<Arc<Self>> {
         Ok(Arc::new(
             Self {
                 pages: PageSlots::new(npages)?,
                 backing,
             },
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )?)
     }
 
@@ -57,22 +58,25 @@ impl Region {
     }
 
     /// Fast path: maps the already-present pages of this region (starting at arena page
-    /// `start`) that fall in the fault-around window. Never sleeps, never allocates.
-    /// Returns whether the faulting page is mapped.
+    /// `start`) that fall in the fault-around window, under the window's PTE lock.
+    /// Never sleeps, never allocates. Returns whether the faulting page is mapped.
     pub(crate) fn map_present(&self, start: usize, f: &FaultAround<'_>, stats: &Stats) -> bool {
         let (lo, hi) = f.range();
         let lo = lo.max(start);
         let hi = hi.min(start + self.npages() - 1);
+        // No PTE table (first fault in this 2 MiB, or reclaimed): `->fault` makes one.
+        let Some(ptes) = f.lock_ptes() else {
+            return false;
+        };
         let mut hit = false;
         for pgoff in lo..=hi {
             let Some(page) = self.pages.get(pgoff - start) else {
                 continue;
             };
-            let ok = matches!(f.insert(pgoff, &page), Ok(()) | Err(EBUSY));
-            if pgoff == f.pgoff() {
-                hit = ok;
-            } else if ok {
-                stats.inc(uapi::VMALAB_CTR_FAULT_AROUND);
+            match ptes.install(pgoff, &page) {
+                Ok(_) if pgoff == f.pgoff() => hit = true,
+                Ok(Install::Mapped) => stats.inc(uapi::VMALAB_CTR_FAULT_AROUND),
+                Ok(Install::Present) | Err(_) => {}
             }
         }
         hit
@@ -87,28 +91,35 @@ impl Region {
         f: &Fault<'_>,
         stats: &Stats,
     ) -> Option<FaultOutcome> {
-        if !f.pte_table_present() {
-            return None;
-        }
         let page = self
             .backing
             .populate_atomic(&self.pages, f.pgoff() - start, stats)?;
-        match f.insert(&page) {
-            Ok(()) | Err(EBUSY) => Some(FaultOutcome::Mapped),
-            Err(_) => None,
-        }
+        let ptes = f.lock_ptes()?;
+        ptes.install(f.pgoff(), &page).ok()?;
+        Some(FaultOutcome::Mapped)
     }
 
-    /// Slow path: produces the faulting page if needed (may sleep) and maps it.
+    /// Slow path: produces the faulting page if needed (may sleep) and maps it,
+    /// allocating a PTE table if there is none.
     pub(crate) fn fault(&self, start: usize, f: &Fault<'_>, stats: &Stats) -> FaultOutcome {
         let page = match self.backing.populate(&self.pages, f.pgoff() - start, stats) {
             Ok(page) => page,
             Err(_) => return FaultOutcome::Oom,
         };
-        match f.insert(&page) {
-            Ok(()) | Err(EBUSY) => FaultOutcome::MappedSlow,
-            Err(_) => FaultOutcome::Oom,
+        match f.with_ptes_alloc(|ptes| ptes.install(f.pgoff(), &page)) {
+            Ok(Ok(_)) => FaultOutcome::MappedSlow,
+            Ok(Err(_)) | Err(_) => FaultOutcome::Oom,
         }
+    }
+}
+
+/// Appends `r` to `out`, which the caller made room in. A region that was unlinked
+/// from an engine must reach the writer's tail (zap, then free): it is never dropped
+/// here, even if the reservation was wrong (a bug: warn and leak it).
+pub(crate) fn push_reserved(out: &mut KVec<Arc<Region>>, r: Arc<Region>) {
+    if let Err(e) = out.push_within_capacity(r) {
+        kernel::warn_on!(true);
+        core::mem::forget(e);
     }
 }
 
@@ -169,7 +180,7 @@ impl RegionTree {
     pub(crate) fn with_region<R>(
         &self,
         pgoff: usize,
-        f: impl FnOnce(usize, &Region) -> R,
+        f: impl FnOnce(usize, &Arc<Region>) -> R,
     ) -> Option<R> {
         let cursor = self.tree.cursor_lower_bound(&(pgoff.checked_add(1)?))?;
         let (&end, region) = cursor.current();
@@ -226,9 +237,21 @@ impl RegionTree {
         self.overlapping(start, end).map(|(s, _)| s)
     }
 
+    /// Removes the regions overlapping `[start, end)` (a plan checked they lie inside
+    /// it), appending them to `out`, which must have room for them. Cannot fail.
+    pub(crate) fn commit_remove(&mut self, start: usize, end: usize, out: &mut KVec<Arc<Region>>) {
+        while let Some(cursor) = self.tree.cursor_lower_bound_mut(&(start + 1)) {
+            let (&e, r) = cursor.current();
+            if e - r.npages() >= end {
+                break;
+            }
+            let (_, node) = cursor.remove_current();
+            push_reserved(out, node.to_key_value().1);
+        }
+    }
+
     /// Removes the regions inside `[start, end)` (see [`Self::plan_remove`]), appending
-    /// them to `out`. On error the tree is unchanged; it cannot fail if `out` has room
-    /// for them.
+    /// them to `out`. On error the tree is unchanged.
     pub(crate) fn remove_range(
         &mut self,
         start: usize,
@@ -237,15 +260,7 @@ impl RegionTree {
     ) -> Result {
         let n = self.plan_remove(start, end)?;
         out.reserve(n, GFP_KERNEL)?;
-        while let Some(cursor) = self.tree.cursor_lower_bound_mut(&(start + 1)) {
-            let (&e, r) = cursor.current();
-            if e - r.npages() >= end {
-                break;
-            }
-            let (_, node) = cursor.remove_current();
-            let (_, region) = node.to_key_value();
-            out.push(region, GFP_KERNEL)?;
-        }
+        self.commit_remove(start, end, out);
         Ok(())
     }
 
@@ -272,12 +287,24 @@ impl RegionTree {
         Ok((start, displaced))
     }
 
-    /// Inserts `region` where `placement` says, using a node reserved beforehand (so no
-    /// allocation happens under the engine's write lock). Regions displaced by
-    /// [`Placement::Replace`] are appended to `removed`. Returns the region's start.
-    ///
-    /// On error the tree is unchanged. It cannot fail if [`Self::plan_insert`] just
-    /// succeeded for the same arguments and `removed` has room for the displaced.
+    /// Inserts `region` at `start` as [`Self::plan_insert`] planned it, displacing the
+    /// regions the plan counted into `removed` (which must have room for them), using a
+    /// node reserved beforehand: nothing allocates, nothing can fail.
+    pub(crate) fn commit_insert(
+        &mut self,
+        start: usize,
+        region: Arc<Region>,
+        node: RBTreeNodeReservation<usize, Arc<Region>>,
+        removed: &mut KVec<Arc<Region>>,
+    ) {
+        let end = start + region.npages();
+        self.commit_remove(start, end, removed);
+        // INVARIANT: `[start, end)` is inside the arena (planned) and now free.
+        self.tree.insert(node.into_node(end, region));
+    }
+
+    /// Plans and commits an insert (see [`Self::plan_insert`], [`Self::commit_insert`]).
+    /// Returns the region's start; on error the tree is unchanged.
     pub(crate) fn insert(
         &mut self,
         region: Arc<Region>,
@@ -286,20 +313,17 @@ impl RegionTree {
         removed: &mut KVec<Arc<Region>>,
     ) -> Result<usize> {
         let (start, displaced) = self.plan_insert(region.npages(), placement)?;
-        let end = start + region.npages();
-        if displaced > 0 {
-            self.remove_range(start, end, removed)?;
-        }
-        // INVARIANT: `[start, end)` is inside the arena and now free.
-        self.tree.insert(node.into_node(end, region));
+        removed.reserve(displaced, GFP_KERNEL)?;
+        self.commit_insert(start, region, node, removed);
         Ok(start)
     }
 
     /// Removes every region (on close), appending them to `out`.
     pub(crate) fn drain(&mut self, out: &mut KVec<Arc<Region>>) -> Result {
+        out.reserve(self.len(), GFP_KERNEL)?;
         while let Some(cursor) = self.tree.cursor_front_mut() {
             let (_, node) = cursor.remove_current();
-            out.push(node.to_key_value().1, GFP_KERNEL)?;
+            push_reserved(out, node.to_key_value().1);
         }
         Ok(())
     }

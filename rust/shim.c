@@ -1,15 +1,83 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Static inlines and macros vmalab's Rust code cannot reach through bindings.
- * One helper per function, no logic: everything else lives in Rust.
+ * Each helper wraps header inlines only; the decisions live in Rust (vm_ops.rs).
  */
 #include <linux/mm.h>
 #include <linux/pgtable.h>
+#include <linux/rcupdate.h>
+#include <linux/sched.h>
+#include <linux/spinlock.h>
 
-bool vmalab_pmd_none(const struct vm_fault *vmf);
+pte_t *vmalab_pte_lock(struct vm_fault *vmf, unsigned long addr, spinlock_t **ptlp);
+void vmalab_pte_unlock(pte_t *pte, spinlock_t *ptl);
+pte_t *vmalab_pte_at(pte_t *pte, unsigned long addr, unsigned long to);
+bool vmalab_pte_set_special(struct vm_fault *vmf, unsigned long addr, pte_t *pte,
+			    struct page *page);
+void vmalab_cond_resched(void);
 
-/* Used by vm_ops.rs: does the faulting address lack a PTE table? */
-bool vmalab_pmd_none(const struct vm_fault *vmf)
+/*
+ * pte_offset_map_lock() (mm/pgtable-generic.c), which modules cannot call, minus its
+ * retry: locks the PTE table that maps @addr in vmf's PMD without allocating one.
+ * NULL when there is no table (never populated, or freed by page-table reclaim after
+ * MADV_DONTNEED) or it changed while we locked it. On success the RCU read lock and
+ * *ptlp are held until vmalab_pte_unlock(): x86 frees page tables after a grace
+ * period (MMU_GATHER_RCU_TABLE_FREE), and pmd_same() under the lock proves the table
+ * is still the one installed.
+ */
+pte_t *vmalab_pte_lock(struct vm_fault *vmf, unsigned long addr, spinlock_t **ptlp)
 {
-	return pmd_none(pmdp_get_lockless(vmf->pmd));
+	spinlock_t *ptl;
+	pmd_t pmdval;
+	pte_t *pte;
+
+	rcu_read_lock();
+	pmdval = pmdp_get_lockless(vmf->pmd);
+	if (pmd_none(pmdval) || !pmd_present(pmdval) || pmd_trans_huge(pmdval) ||
+	    pmd_bad(pmdval))
+		goto nomap;
+	pte = __pte_map(&pmdval, addr);
+	ptl = pte_lockptr(vmf->vma->vm_mm, &pmdval);
+	spin_lock(ptl);
+	if (pmd_same(pmdval, pmdp_get_lockless(vmf->pmd))) {
+		*ptlp = ptl;
+		return pte;
+	}
+	spin_unlock(ptl);
+nomap:
+	rcu_read_unlock();
+	return NULL;
+}
+
+/* Releases what vmalab_pte_lock() took. */
+void vmalab_pte_unlock(pte_t *pte, spinlock_t *ptl)
+{
+	pte_unmap_unlock(pte, ptl);
+}
+
+/* The entry for address @to in the same PTE table as @pte, the entry for @addr. */
+pte_t *vmalab_pte_at(pte_t *pte, unsigned long addr, unsigned long to)
+{
+	return pte - pte_index(addr) + pte_index(to);
+}
+
+/*
+ * Under the PTE lock: maps @page at @addr with a special PTE (no rmap, no page
+ * reference, refused by GUP) unless the entry is already populated.
+ */
+bool vmalab_pte_set_special(struct vm_fault *vmf, unsigned long addr, pte_t *pte,
+			    struct page *page)
+{
+	pte_t entry = pte_mkspecial(mk_pte(page, vmf->vma->vm_page_prot));
+
+	if (!pte_none(ptep_get(pte)))
+		return false;
+	set_pte_at(vmf->vma->vm_mm, addr, pte, entry);
+	update_mmu_cache(vmf->vma, addr, pte);
+	return true;
+}
+
+void vmalab_cond_resched(void)
+{
+	cond_resched();
 }

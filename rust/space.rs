@@ -8,16 +8,21 @@
 //! writer steps common to all engines: allocate the region before any engine lock,
 //! let the engine publish and quiesce, then zap the range and free old pages.
 //!
+//! Limits (per file, see `uapi.rs`): at most `VMALAB_MAX_REGIONS` regions spanning at
+//! most `VMALAB_MAX_REGION_PAGES` pages (`ENOMEM` beyond, as `mmap` answers), in an
+//! arena of at most `VMALAB_MAX_ARENA_SIZE` (`EINVAL`). Everything a user makes the
+//! module allocate is charged to the user's memory cgroup (`GFP_KERNEL_ACCOUNT`).
+//!
 //! Lock order (see also `engine.rs`): `mmap_lock` → `setup` (taken by `mmap`, which
-//! runs under `mmap_lock`); `setup` is never held while taking `mmap_lock` or an engine
-//! lock.
+//! runs under `mmap_lock`) → engine creation; `setup` is never held while taking
+//! `mmap_lock` or an engine lock of a running engine. `graveyard` is innermost.
 
 #![deny(unsafe_code)]
 
 use crate::{
     backing::Backing,
     engine::{self, Engine},
-    region::{Placement, Region},
+    region::{push_reserved, Placement, Region},
     stats::Stats,
     uapi,
     vm_ops::{self, Fault, FaultAround, FaultOutcome},
@@ -27,7 +32,11 @@ use kernel::{
     new_mutex,
     page::{PAGE_SHIFT, PAGE_SIZE},
     prelude::*,
-    sync::{aref::ARef, Arc, ArcBorrow, Mutex, SetOnce},
+    sync::{
+        aref::ARef,
+        atomic::{Atomic, Relaxed},
+        Arc, ArcBorrow, Mutex, SetOnce,
+    },
     time::{Instant, Monotonic},
 };
 
@@ -57,6 +66,17 @@ pub(crate) struct Space {
     #[pin]
     setup: Mutex<Setup>,
     stats: Stats,
+    /// Regions charged against `VMALAB_MAX_REGIONS` (created and not yet freed).
+    regions: Atomic<usize>,
+    /// Pages those regions span, charged against `VMALAB_MAX_REGION_PAGES`.
+    region_pages: Atomic<usize>,
+    /// `VMALAB_MUTANT_*` bits armed by the test hook (0 in normal use).
+    mutants: Atomic<u32>,
+    /// Regions removed while a mutant was armed: their pages may still be mapped (the
+    /// mutant skipped part of the protocol), so they are freed only with the space,
+    /// once no arena VMA is left.
+    #[pin]
+    graveyard: Mutex<KVec<Arc<Region>>>,
 }
 
 /// Converts a byte count to pages, requiring page alignment.
@@ -93,6 +113,10 @@ impl Space {
                     arena: None,
                 }),
                 stats: Stats::new()?,
+                regions: Atomic::new(0),
+                region_pages: Atomic::new(0),
+                mutants: Atomic::new(0),
+                graveyard <- new_mutex!(KVec::new(), "vmalab_space_graveyard"),
             }),
             GFP_KERNEL,
         )
@@ -104,6 +128,11 @@ impl Space {
             return Ok(&**e);
         }
         let setup = self.setup.lock();
+        self.engine_locked(&setup)
+    }
+
+    /// [`Self::engine`] with `setup` already held. Creates nothing on error.
+    fn engine_locked(&self, setup: &Setup) -> Result<&dyn Engine> {
         if self.engine.as_ref().is_none() {
             if setup.arena_pages == 0 {
                 return Err(EINVAL); // No arena size yet: configure or mmap first.
@@ -111,8 +140,30 @@ impl Space {
             let e = engine::new(setup.engine, setup.flags, setup.arena_pages)?;
             self.engine.populate(e);
         }
-        drop(setup);
         self.engine.as_ref().map(|e| &**e).ok_or(EINVAL)
+    }
+
+    /// Charges a new region of `npages` against the file's limits (`ENOMEM` beyond).
+    fn charge(&self, npages: usize) -> Result {
+        let max_pages = uapi::VMALAB_MAX_REGION_PAGES as usize;
+        if self.regions.fetch_add(1, Relaxed) >= uapi::VMALAB_MAX_REGIONS as usize {
+            self.regions.fetch_sub(1, Relaxed);
+            return Err(ENOMEM);
+        }
+        if npages > max_pages || self.region_pages.fetch_add(npages, Relaxed) > max_pages - npages {
+            if npages <= max_pages {
+                self.region_pages.fetch_sub(npages, Relaxed);
+            }
+            self.regions.fetch_sub(1, Relaxed);
+            return Err(ENOMEM);
+        }
+        Ok(())
+    }
+
+    /// Returns what [`Self::charge`] took for a region of `npages`.
+    fn uncharge(&self, npages: usize) {
+        self.regions.fetch_sub(1, Relaxed);
+        self.region_pages.fetch_sub(npages, Relaxed);
     }
 
     /// `VMALAB_IOC_CONFIG`.
@@ -128,38 +179,60 @@ impl Space {
             uapi::engine_name(c.engine).ok_or(EINVAL)?;
             setup.engine = c.engine;
         }
+        if c.arena_size > uapi::VMALAB_MAX_ARENA_SIZE {
+            return Err(EINVAL);
+        }
+        let arena_pages = pages_of(c.arena_size)?;
         setup.flags = c.flags;
-        if c.arena_size != 0 {
-            setup.arena_pages = pages_of(c.arena_size)?;
+        if arena_pages != 0 {
+            setup.arena_pages = arena_pages;
         }
         Ok(())
     }
 
     /// `f_op->mmap`: the arena. Runs with `mmap_lock` held for write.
+    ///
+    /// Every step that can fail comes before the first change to the space, so a
+    /// failed `mmap` leaves the file as it was (a retry with another length works).
     pub(crate) fn mmap(this: ArcBorrow<'_, Self>, vma: &VmaNew) -> Result {
         if !vm_ops::flags_ok(vma) || vm_ops::pgoff(vma) != 0 {
             return Err(EINVAL);
         }
         let pages = (vma.end() - vma.start()) >> PAGE_SHIFT;
-        {
-            let mut setup = this.setup.lock();
-            if setup.arena.is_some() {
-                return Err(EBUSY);
-            }
-            if setup.arena_pages == 0 {
-                setup.arena_pages = pages;
-            } else if setup.arena_pages != pages {
-                return Err(EINVAL);
-            }
-            setup.arena = Some(ArenaMap {
-                mm: ARef::from(&**vma.mm()),
-                start: vma.start(),
-            });
+        let mut setup = this.setup.lock();
+        if setup.arena.is_some() {
+            return Err(EBUSY);
         }
-        if let Err(e) = this.engine().and_then(|e| e.freeze()) {
-            this.setup.lock().arena = None;
+        if setup.arena_pages != 0 && setup.arena_pages != pages {
+            return Err(EINVAL);
+        }
+        let configured = setup.arena_pages;
+        setup.arena_pages = pages;
+        // The engine exists already if regions were created before the mmap (with
+        // this size); otherwise it is created now, and kept only if the mmap succeeds.
+        let fresh = this.engine.as_ref().is_none();
+        let engine = match this.engine.as_ref() {
+            Some(e) => e.clone(),
+            None => match engine::new(setup.engine, setup.flags, pages) {
+                Ok(e) => e,
+                Err(e) => {
+                    setup.arena_pages = configured;
+                    return Err(e);
+                }
+            },
+        };
+        if let Err(e) = engine.freeze() {
+            setup.arena_pages = configured;
             return Err(e);
         }
+        if fresh {
+            this.engine.populate(engine);
+        }
+        setup.arena = Some(ArenaMap {
+            mm: ARef::from(&**vma.mm()),
+            start: vma.start(),
+        });
+        drop(setup);
         vm_ops::install(vma, this.into());
         Ok(())
     }
@@ -214,9 +287,17 @@ impl Space {
             }
             _ => return Err(EINVAL),
         };
-        let region = Region::new(npages, backing)?;
+        self.charge(npages)?;
         let mut removed = KVec::new();
-        let start = engine.map(region, placement, &mut removed, &self.stats)?;
+        let start = match Region::new(npages, backing)
+            .and_then(|region| engine.map(region, placement, &mut removed, &self.stats))
+        {
+            Ok(start) => start,
+            Err(e) => {
+                self.uncharge(npages);
+                return Err(e);
+            }
+        };
         if !removed.is_empty() {
             self.stats
                 .add(uapi::VMALAB_CTR_REPLACED, removed.len() as u64);
@@ -245,6 +326,7 @@ impl Space {
     /// Writer tail shared by unmap and replace: the engine has quiesced `removed`
     /// (engine contract), so zap `[start, end)` and free the old pages.
     fn retire(&self, start: usize, end: usize, removed: KVec<Arc<Region>>) {
+        let mutants = self.mutants.load(Relaxed);
         let arena = self
             .setup
             .lock()
@@ -252,25 +334,51 @@ impl Space {
             .as_ref()
             .map(|a| (a.mm.clone(), a.start));
         if let Some((mm, arena_start)) = arena {
-            if vm_ops::zap(
-                &mm,
-                arena_start,
-                self,
-                start << PAGE_SHIFT,
-                (end - start) << PAGE_SHIFT,
-            ) {
+            if mutants & uapi::VMALAB_MUTANT_SKIP_ZAP == 0
+                && vm_ops::zap(
+                    &mm,
+                    arena_start,
+                    self,
+                    start << PAGE_SHIFT,
+                    (end - start) << PAGE_SHIFT,
+                )
+            {
                 self.stats.inc(uapi::VMALAB_CTR_ZAP);
             }
+        }
+        if mutants != 0 {
+            // Their pages may still be mapped: keep them until the space goes.
+            self.count_freed(&removed);
+            let mut graveyard = self.graveyard.lock();
+            if graveyard.reserve(removed.len(), GFP_KERNEL).is_err() {
+                core::mem::forget(removed); // Test mutant out of memory: leak, never free.
+                return;
+            }
+            for r in removed {
+                push_reserved(&mut graveyard, r);
+            }
+            return;
         }
         self.free(removed);
     }
 
-    /// Drops regions, counting the pages they release.
-    fn free(&self, removed: KVec<Arc<Region>>) {
+    /// Accounts regions as freed: counters and the file's limits.
+    fn count_freed(&self, removed: &[Arc<Region>]) {
         for r in removed {
             self.stats
                 .add(uapi::VMALAB_CTR_PAGE_FREE, r.present() as u64);
             self.stats.inc(uapi::VMALAB_CTR_REGION_FREE);
+            self.uncharge(r.npages());
+            vm_ops::cond_resched();
+        }
+    }
+
+    /// Drops regions (freeing their pages), counting what they release.
+    fn free(&self, removed: KVec<Arc<Region>>) {
+        self.count_freed(&removed);
+        for r in removed {
+            drop(r);
+            vm_ops::cond_resched();
         }
     }
 
@@ -300,6 +408,18 @@ impl Space {
         info.pages = info.counters[uapi::VMALAB_CTR_PAGE_ALLOC]
             .saturating_sub(info.counters[uapi::VMALAB_CTR_PAGE_FREE]);
         info
+    }
+
+    /// `VMALAB_IOC_TEST_HOOKS` (the caller checked that test hooks are enabled).
+    pub(crate) fn test_hooks(&self, h: &uapi::VmalabTestHooks) -> Result {
+        if h.mutants & !uapi::VMALAB_MUTANTS_ALL != 0
+            || h.release_delay_us > uapi::VMALAB_MAX_DELAY_US
+        {
+            return Err(EINVAL);
+        }
+        self.engine()?.set_test_hooks(h)?;
+        self.mutants.store(h.mutants, Relaxed);
+        Ok(())
     }
 
     /// The file is being released: no VMA references the space any more (each held a

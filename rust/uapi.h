@@ -43,6 +43,23 @@ struct vmalab_unmap {
 	__u64 length;
 };
 
+/* Test-only (module loaded with test_hooks=1): protocol mutants, negative controls. */
+#define VMALAB_MUTANT_SKIP_ZAP		(1u << 0)
+#define VMALAB_MUTANT_SKIP_GRACE_PERIOD	(1u << 1)
+#define VMALAB_MUTANT_SKIP_DRAIN	(1u << 2)
+#define VMALAB_MUTANT_UNLOCKED_INSTALL	(1u << 3)
+#define VMALAB_MUTANTS_ALL		((1u << 4) - 1)
+
+struct vmalab_test_hooks {
+	__u32 mutants;
+	__u32 release_delay_us;
+};
+
+/* Limits: EINVAL above the arena size, ENOMEM beyond the per-file budgets. */
+#define VMALAB_MAX_ARENA_SIZE		(1ull << 47)
+#define VMALAB_MAX_REGIONS		65536ull
+#define VMALAB_MAX_REGION_PAGES		(1ull << 24)
+
 #define VMALAB_NR_COUNTERS 32
 
 struct vmalab_info {
@@ -60,6 +77,7 @@ struct vmalab_info {
 #define VMALAB_IOC_UNMAP	_IOW(VMALAB_IOC_MAGIC, 0x03, struct vmalab_unmap)
 #define VMALAB_IOC_INFO		_IOR(VMALAB_IOC_MAGIC, 0x04, struct vmalab_info)
 #define VMALAB_IOC_TEST_WARN	_IO(VMALAB_IOC_MAGIC, 0x3f)
+#define VMALAB_IOC_TEST_HOOKS	_IOW(VMALAB_IOC_MAGIC, 0x3e, struct vmalab_test_hooks)
 
 #define VMALAB_ENGINE_RWSEM	1
 #define VMALAB_ENGINE_RCU	2

@@ -36,6 +36,12 @@ const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
 /// Chooses the engine and the arena size. Only valid before the first region or mmap.
 pub const VMALAB_IOC_CONFIG: u32 = ioc(IOC_WRITE, 0x01, core::mem::size_of::<VmalabConfig>());
 /// Creates a region (like `mmap`, `MAP_FIXED_NOREPLACE` or `MAP_FIXED`).
+///
+/// The argument is written back unchanged before anything else happens, so an
+/// argument the caller cannot write fails with `EFAULT` and changes nothing. If the
+/// final write of the placed offset still fails (another thread unmapped or protected
+/// the argument meanwhile), the region stands, as a successful `mmap` does, and the
+/// call fails with `EFAULT`; regions a `REPLACE` displaced are gone either way.
 pub const VMALAB_IOC_MAP: u32 = ioc(
     IOC_READ | IOC_WRITE,
     0x02,
@@ -48,6 +54,45 @@ pub const VMALAB_IOC_INFO: u32 = ioc(IOC_READ, 0x04, core::mem::size_of::<Vmalab
 /// Test-only: makes the module emit a kernel `WARNING` (needs `test_hooks=1`), so that
 /// the VM harness can prove that it notices splats.
 pub const VMALAB_IOC_TEST_WARN: u32 = ioc(0, 0x3f, 0);
+
+/// Test-only: arms protocol mutants and delays in this address space (needs
+/// `test_hooks=1`; `EPERM` otherwise; `EINVAL` before the engine exists or for a
+/// mutant the engine does not have). The selftests' negative controls use it.
+pub const VMALAB_IOC_TEST_HOOKS: u32 =
+    ioc(IOC_WRITE, 0x3e, core::mem::size_of::<VmalabTestHooks>());
+
+/// Mutant: writers skip the zap of removed ranges (all engines that modify).
+pub const VMALAB_MUTANT_SKIP_ZAP: u32 = 1 << 0;
+/// Mutant (`rcu`): writers skip the grace period and the wait for holds.
+pub const VMALAB_MUTANT_SKIP_GRACE_PERIOD: u32 = 1 << 1;
+/// Mutant (`rcu`): writers wait for a grace period but not for holds to drain.
+pub const VMALAB_MUTANT_SKIP_DRAIN: u32 = 1 << 2;
+/// Mutant (`rwsem`): faults drop the read lock before they install the PTE, so
+/// writers no longer wait for them.
+pub const VMALAB_MUTANT_UNLOCKED_INSTALL: u32 = 1 << 3;
+/// All mutant bits.
+pub const VMALAB_MUTANTS_ALL: u32 = (1 << 4) - 1;
+
+/// Argument of [`VMALAB_IOC_TEST_HOOKS`]. Mutants keep the module memory-safe: regions
+/// (and `rcu` entries) a mutant writer removes are kept until the file is released.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmalabTestHooks {
+    /// `VMALAB_MUTANT_*` bits.
+    pub mutants: u32,
+    /// `rcu`: microseconds a slow-path fault sleeps right after releasing its hold
+    /// (at most [`VMALAB_MAX_DELAY_US`]; 0: off).
+    pub release_delay_us: u32,
+}
+
+/// Largest arena (bytes): 128 TiB, the x86-64 user address space. `EINVAL` above.
+pub const VMALAB_MAX_ARENA_SIZE: u64 = 1 << 47;
+/// Most regions one file may hold at once (like `vm.max_map_count`). A MAP beyond it
+/// fails with `ENOMEM`, as `mmap` does.
+pub const VMALAB_MAX_REGIONS: u64 = 65_536;
+/// Most pages all regions of one file may span at once (64 GiB; the page-slot arrays
+/// then take 128 MiB). A MAP beyond it fails with `ENOMEM`.
+pub const VMALAB_MAX_REGION_PAGES: u64 = 1 << 24;
 
 /// Engine: one `rw_semaphore` around the region tree (the `mmap_sem` baseline).
 pub const VMALAB_ENGINE_RWSEM: u32 = 1;

@@ -9,23 +9,37 @@
 //! `vm_ops` → [`Space`] → engine → backing → [`Fault::insert`] (PTE).
 //!
 //! The arena VMA:
-//! - is `VM_MIXEDMAP` (so `vm_insert_page` may be called from a fault without
-//!   `mmap_lock` held for write; `mm/memory.c: vm_insert_page`), `VM_DONTCOPY` (a child
-//!   does not inherit it: fork copies `VM_MIXEDMAP` PTEs, which an unmap in the parent
-//!   could not reach), `VM_DONTEXPAND` and `VM_DONTDUMP`;
+//! - is `VM_MIXEDMAP` (special PTEs may be installed; it also makes the VMA
+//!   `VM_SPECIAL`, so `madvise(MADV_DOFORK)` cannot clear `VM_DONTCOPY`), `VM_IO` (GUP
+//!   refuses the VMA: `mm/gup.c: check_vma_flags`), `VM_DONTCOPY` (a child does not
+//!   inherit it: an unmap in the parent could not reach a child's copy of the PTEs),
+//!   `VM_DONTEXPAND` and `VM_DONTDUMP`;
 //! - refuses to be split (`may_split`) or moved (`mremap`), so it stays one VMA at one
 //!   address for its whole life and an unmap zaps exactly one range;
 //! - holds one reference to its [`Space`] in `vm_private_data` (taken at mmap and by
 //!   `open`, dropped by `close`), so the space outlives every VMA that can fault on it;
 //! - provides `map_pages`, without which every fault under the per-VMA lock is
 //!   retried under `mmap_lock` (`mm/memory.c: vmf_can_call_fault`).
+//!
+//! PTEs are installed only through [`PteTable`], under the PTE lock, as special PTEs.
+//! Nothing here allocates a page table in atomic context: `map_pages` and the atomic
+//! step of `->fault` lock an existing table or give up; only `->fault` allocates one
+//! (`apply_to_page_range`). A table can vanish at any time outside its lock: in 7.3,
+//! `MADV_DONTNEED` over a whole 2 MiB span frees it under the per-VMA *read* lock,
+//! concurrently with faults (`zap_pte_range` → page-table reclaim).
+//!
+//! Pins: GUP (O_DIRECT, `process_vm_readv`, io_uring fixed buffers, `/proc/PID/mem`)
+//! fails with `EFAULT` on the arena, so no pin can outlive an UNMAP.
+//!
+//! Lock order: `mmap_lock` / per-VMA lock → RCU read section → PTE lock. Engine locks
+//! are taken between the VMA lock and the PTE lock and never inside a PTE lock.
 
 use crate::space::Space;
 use kernel::{
     bindings,
     ffi::{c_char, c_int, c_void},
     mm::{
-        virt::{flags, VmaMixedMap, VmaNew},
+        virt::{flags, VmaNew, VmaRef},
         Mm,
     },
     page::Page,
@@ -34,13 +48,43 @@ use kernel::{
     types::ForeignOwnable,
 };
 
-/// The C shim (`shim.c`): static inlines that Rust cannot reach otherwise.
+/// The C shim (`shim.c`): static inlines that Rust cannot reach otherwise. Pointers to
+/// `struct vm_fault`, `pte_t` and `spinlock_t` are passed untyped: bindgen's
+/// `vm_fault` reaches structs rustc deems not FFI-safe, and Rust never looks inside.
 mod shim {
+    use kernel::ffi::c_void;
+
     extern "C" {
-        /// `pmd_none(pmdp_get_lockless(vmf->pmd))` for a `struct vm_fault *vmf` (passed
-        /// untyped: bindgen's `vm_fault` reaches structs rustc deems not FFI-safe).
-        pub(super) fn vmalab_pmd_none(vmf: *const kernel::ffi::c_void) -> bool;
+        /// `pte_offset_map_lock()` for `vmf`'s PMD at `addr`, without allocating and
+        /// without retrying: the entry for `addr` with `*ptl` and the RCU read lock
+        /// held, or null when there is no PTE table.
+        pub(super) fn vmalab_pte_lock(
+            vmf: *const c_void,
+            addr: usize,
+            ptl: *mut *mut c_void,
+        ) -> *mut c_void;
+        /// `pte_unmap_unlock()`.
+        pub(super) fn vmalab_pte_unlock(pte: *mut c_void, ptl: *mut c_void);
+        /// The entry for `to` in the PTE table whose entry for `addr` is `pte`.
+        pub(super) fn vmalab_pte_at(pte: *mut c_void, addr: usize, to: usize) -> *mut c_void;
+        /// Under the PTE lock: `set_pte_at()` a special PTE for `page` with the VMA's
+        /// protection if the entry is none; false if it was populated.
+        pub(super) fn vmalab_pte_set_special(
+            vmf: *const c_void,
+            addr: usize,
+            pte: *mut c_void,
+            page: *mut c_void,
+        ) -> bool;
+        /// `cond_resched()`.
+        pub(super) fn vmalab_cond_resched();
     }
+}
+
+/// Gives the scheduler a chance in loops over user-sized data (`cond_resched()`).
+pub(crate) fn cond_resched() {
+    // SAFETY: `cond_resched` may be called from any sleepable context; every caller of
+    // this function is one (process context, no spinlock, no RCU read section).
+    unsafe { shim::vmalab_cond_resched() }
 }
 
 /// How a fault ended, as the engine reports it.
@@ -68,13 +112,22 @@ impl FaultOutcome {
     }
 }
 
+/// What [`PteTable::install`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Install {
+    /// The page is now mapped there.
+    Mapped,
+    /// A PTE was already there (a racing fault mapped it first); nothing changed.
+    Present,
+}
+
 /// A page fault being handled by `->fault` (process context, may sleep).
 ///
 /// # Invariants
 ///
-/// `vmf` is the `struct vm_fault` the core mm passed to `->fault`, valid for `'a`, and
-/// its VMA is an arena VMA (`vm_ops == &VM_OPS`) held for read (mmap or per-VMA lock)
-/// for `'a`.
+/// `vmf` is the `struct vm_fault` the core mm passed to `->fault` or `->map_pages`,
+/// valid for `'a`, and its VMA is an arena VMA (`vm_ops == &VM_OPS`) held for read
+/// (mmap or per-VMA lock) for `'a`.
 pub(crate) struct Fault<'a> {
     vmf: &'a bindings::vm_fault,
 }
@@ -86,12 +139,17 @@ impl<'a> Fault<'a> {
         self.vmf.__bindgen_anon_1.pgoff
     }
 
-    /// The arena VMA, with the `VM_MIXEDMAP` view that can insert pages.
+    /// The faulting (page-aligned) user address.
     #[inline]
-    fn vma(&self) -> &'a VmaMixedMap {
-        // SAFETY: The VMA is read-locked for 'a (type invariant) and has VM_MIXEDMAP, set
-        // in `install` and never cleared (mprotect/madvise cannot clear it).
-        unsafe { VmaMixedMap::from_raw(self.vmf.__bindgen_anon_1.vma) }
+    fn address(&self) -> usize {
+        self.vmf.__bindgen_anon_1.address
+    }
+
+    /// The arena VMA.
+    #[inline]
+    fn vma(&self) -> &'a VmaRef {
+        // SAFETY: The VMA is read-locked for 'a (type invariant).
+        unsafe { VmaRef::from_raw(self.vmf.__bindgen_anon_1.vma) }
     }
 
     /// The address space the arena belongs to.
@@ -101,23 +159,164 @@ impl<'a> Fault<'a> {
         unsafe { space_of(self.vmf.__bindgen_anon_1.vma) }
     }
 
-    /// Whether the faulting address already has a PTE table. While it does,
-    /// [`Self::insert`] allocates nothing and may be called under `rcu_read_lock()`.
-    ///
-    /// (Only `MADV_DONTNEED` page-table reclaim or khugepaged could free the table
-    /// meanwhile; neither applies to an arena, which has no anon_vma and no THP.)
+    /// Locks the PTE table that maps the faulting address, if there is one. Never
+    /// allocates and never sleeps: usable under `rcu_read_lock()` and in `map_pages`.
+    /// `None` means there is no table (never populated, or freed by page-table reclaim
+    /// after `MADV_DONTNEED`): take a path that may sleep ([`Self::with_ptes_alloc`]).
     #[inline]
-    pub(crate) fn pte_table_present(&self) -> bool {
-        // SAFETY: `vmf` is valid for 'a (type invariant); its `pmd` points at the PMD
-        // entry for the faulting address.
-        !unsafe { shim::vmalab_pmd_none(core::ptr::from_ref(self.vmf).cast()) }
+    pub(crate) fn lock_ptes(&self) -> Option<PteTable<'_>> {
+        let mut ptl = core::ptr::null_mut();
+        // SAFETY: `vmf` is valid and its VMA read-locked (type invariant), so
+        // `vmf->pmd` points at the live PMD entry for the faulting address; the shim
+        // reads it locklessly and rechecks it under the PTE lock.
+        let pte = unsafe {
+            shim::vmalab_pte_lock(
+                core::ptr::from_ref(self.vmf).cast(),
+                self.address(),
+                &mut ptl,
+            )
+        };
+        if pte.is_null() {
+            return None;
+        }
+        // INVARIANT: the shim returned the entry for the fault address with `ptl` and
+        // the RCU read lock held.
+        Some(PteTable {
+            fault: self,
+            pte,
+            ptl: Some(ptl),
+        })
     }
 
-    /// Maps `page` at the faulting address. `EBUSY` means a racing fault mapped it first.
+    /// Runs `f` with the PTE table of the faulting address locked, allocating the table
+    /// first if there is none. May sleep (the allocation): `->fault` only, never under
+    /// `rcu_read_lock()` or a spinlock. `ENOMEM` if no table could be allocated.
+    pub(crate) fn with_ptes_alloc<R, F: FnOnce(&PteTable<'_>) -> R>(&self, f: F) -> Result<R> {
+        struct Call<'f, 'a, F, R> {
+            fault: &'f Fault<'a>,
+            f: Option<F>,
+            out: Option<R>,
+        }
+        /// `pte_fn_t` for `apply_to_page_range`: called once, under the PTE lock.
+        ///
+        /// # Safety
+        ///
+        /// `data` is the `Call` passed below; `pte` is the entry for `addr`, locked.
+        unsafe extern "C" fn one<F: FnOnce(&PteTable<'_>) -> R, R>(
+            pte: *mut bindings::pte_t,
+            _addr: usize,
+            data: *mut c_void,
+        ) -> c_int {
+            // SAFETY: `data` is the `Call` that `with_ptes_alloc` passed, exclusively
+            // ours for this call (function contract).
+            let call = unsafe { &mut *data.cast::<Call<'_, '_, F, R>>() };
+            // INVARIANT: `apply_to_pte_range` holds the PTE lock of the table `pte` is
+            // in (and unlocks it itself, hence no `ptl`); it runs in the fault's task
+            // with the VMA still read-locked.
+            let table = PteTable {
+                fault: call.fault,
+                pte: pte.cast(),
+                ptl: None,
+            };
+            if let Some(f) = call.f.take() {
+                call.out = Some(f(&table));
+            }
+            0
+        }
+        let mut call = Call {
+            fault: self,
+            f: Some(f),
+            out: None,
+        };
+        // SAFETY: The VMA is read-locked (type invariant), so its `vm_mm` is alive and
+        // the range (one page of the VMA) may have page tables allocated by a fault;
+        // we are in `->fault`'s process context (caller's contract), where allocating
+        // may sleep. `one` matches `pte_fn_t` and `call` outlives the call.
+        let ret = unsafe {
+            bindings::apply_to_page_range(
+                (*self.vmf.__bindgen_anon_1.vma).vm_mm,
+                self.address(),
+                kernel::page::PAGE_SIZE,
+                Some(one::<F, R>),
+                core::ptr::from_mut(&mut call).cast(),
+            )
+        };
+        if ret != 0 {
+            return Err(Error::from_errno(ret));
+        }
+        call.out.ok_or(ENOMEM)
+    }
+}
+
+/// A fault's PTE table, locked: the place where vmalab installs PTEs.
+///
+/// "Install this page here, under the PTE lock, if a check still holds": take the
+/// table ([`Fault::lock_ptes`], [`FaultAround::lock_ptes`] or
+/// [`Fault::with_ptes_alloc`]), check, then [`Self::install`]. A zap of the range
+/// (`zap_vma_range`, `MADV_DONTNEED`) takes the same lock, so it either runs before the
+/// check or removes what was installed.
+///
+/// Installed PTEs are *special* (`pte_mkspecial`, x86 has `ARCH_HAS_PTE_SPECIAL`): in a
+/// `VM_MIXEDMAP` VMA `vm_normal_page()` returns no page for them, so they carry no rmap
+/// and no page reference, GUP refuses them, and zap drops them without touching the
+/// page. Hence a region's pages may only be freed after the range is zapped (the
+/// writer's order in `Space::retire`) or the arena VMA is gone (`Space::release`).
+///
+/// # Invariants
+///
+/// `pte` is the entry for `fault`'s address in a PTE table that is locked for as long
+/// as `self` lives: if `ptl` is `Some`, by `vmalab_pte_lock` (this value unlocks it and
+/// the RCU read lock on drop), else by `apply_to_page_range` (which unlocks it after
+/// the callback that created this value returns).
+pub(crate) struct PteTable<'f> {
+    fault: &'f Fault<'f>,
+    pte: *mut c_void,
+    ptl: Option<*mut c_void>,
+}
+
+impl PteTable<'_> {
+    /// Maps `page` at arena page `pgoff` unless a PTE is already there. `pgoff` must lie
+    /// in the same PTE table (2 MiB span) as the faulting page (`EINVAL` otherwise).
+    /// Never sleeps.
     #[inline]
-    pub(crate) fn insert(&self, page: &Page) -> Result {
-        self.vma()
-            .vm_insert_page(self.vmf.__bindgen_anon_1.address, page)
+    pub(crate) fn install(&self, pgoff: usize, page: &Page) -> Result<Install> {
+        let fault = self.fault.address();
+        let addr =
+            fault.wrapping_add(pgoff.wrapping_sub(self.fault.pgoff()) << kernel::page::PAGE_SHIFT);
+        let pmd_mask = !((1usize << bindings::PMD_SHIFT) - 1);
+        let vma = self.fault.vma();
+        if (addr & pmd_mask) != (fault & pmd_mask) || addr < vma.start() || addr >= vma.end() {
+            return Err(EINVAL);
+        }
+        // SAFETY: `addr` maps into the same PTE table as the fault address (checked
+        // above), whose entry is `self.pte` (type invariant).
+        let pte = unsafe { shim::vmalab_pte_at(self.pte, fault, addr) };
+        // SAFETY: The table is locked (type invariant); `addr` is inside the arena VMA
+        // (checked above); `page` is a live page that the caller keeps allocated until
+        // the range is zapped (see the type's documentation).
+        let set = unsafe {
+            shim::vmalab_pte_set_special(
+                core::ptr::from_ref(self.fault.vmf).cast(),
+                addr,
+                pte,
+                page.as_ptr().cast(),
+            )
+        };
+        Ok(if set {
+            Install::Mapped
+        } else {
+            Install::Present
+        })
+    }
+}
+
+impl Drop for PteTable<'_> {
+    fn drop(&mut self) {
+        if let Some(ptl) = self.ptl {
+            // SAFETY: `pte`/`ptl` came from a successful `vmalab_pte_lock` that this
+            // value owns (type invariant); this releases both locks once.
+            unsafe { shim::vmalab_pte_unlock(self.pte, ptl) };
+        }
     }
 }
 
@@ -126,8 +325,9 @@ impl<'a> Fault<'a> {
 /// # Invariants
 ///
 /// As for [`Fault`], plus: we are inside `rcu_read_lock()` (`do_fault_around`), so
-/// nothing reached from here may sleep, and the PMD covering the range has a PTE table
-/// (checked at construction), so `vm_insert_page` allocates nothing.
+/// nothing reached from here may sleep, and `[start, end]` are arena pages inside the
+/// VMA and inside the PTE table (2 MiB span) of the faulting page (`do_fault_around`
+/// computes them so).
 pub(crate) struct FaultAround<'a> {
     fault: Fault<'a>,
     start: usize,
@@ -147,19 +347,12 @@ impl FaultAround<'_> {
         (self.start, self.end)
     }
 
-    /// Maps `page` at arena page `pgoff` (inside [`Self::range`]). Never sleeps.
+    /// Locks the PTE table of the window, if it exists. Never allocates (there is no
+    /// table after page-table reclaim, or before the first fault in a 2 MiB span):
+    /// `None` sends the fault on to `->fault`.
     #[inline]
-    pub(crate) fn insert(&self, pgoff: usize, page: &Page) -> Result {
-        if pgoff < self.start || pgoff > self.end {
-            return Err(EINVAL);
-        }
-        let vmf = &self.fault.vmf.__bindgen_anon_1;
-        let addr = vmf
-            .address
-            .wrapping_add(pgoff.wrapping_sub(vmf.pgoff) << kernel::page::PAGE_SHIFT);
-        // No allocation: the PTE table exists (type invariant) and the upper levels
-        // were allocated by `__handle_mm_fault` before `do_fault_around` ran.
-        self.fault.vma().vm_insert_page(addr, page)
+    pub(crate) fn lock_ptes(&self) -> Option<PteTable<'_>> {
+        self.fault.lock_ptes()
     }
 }
 
@@ -248,12 +441,8 @@ unsafe extern "C" fn vma_map_pages(
     // SAFETY: Valid and locked for this call (function contract), as `Fault` requires.
     let vmf = unsafe { &*vmf };
     let fault = Fault { vmf };
-    if !fault.pte_table_present() {
-        // Inserting would allocate a PTE table (and sleep under RCU). Let `->fault` do
-        // it; later faults in this 2 MiB find the table present.
-        return 0;
-    }
-    // INVARIANT: under `rcu_read_lock()` (function contract), PTE table present.
+    // INVARIANT: under `rcu_read_lock()`, with the window `do_fault_around` computed
+    // inside the VMA and one PTE table (function contract).
     let around = FaultAround {
         fault,
         start: start_pgoff,
@@ -288,6 +477,7 @@ static VM_OPS: VmOps = VmOps(bindings::vm_operations_struct {
 /// Turns a VMA being created by `mmap` into an arena of `space`.
 pub(crate) fn install(vma: &VmaNew, space: Arc<Space>) {
     vma.set_mixedmap();
+    vma.set_io();
     vma.set_dontcopy();
     vma.set_dontexpand();
     vma.set_dontdump();

@@ -62,6 +62,8 @@ unsafe impl FromBytes for uapi::VmalabMap {}
 unsafe impl AsBytes for uapi::VmalabMap {}
 // SAFETY: As above.
 unsafe impl FromBytes for uapi::VmalabUnmap {}
+// SAFETY: As above.
+unsafe impl FromBytes for uapi::VmalabTestHooks {}
 // SAFETY: As above; no padding, so no uninitialised bytes are exposed.
 unsafe impl AsBytes for uapi::VmalabInfo {}
 
@@ -102,24 +104,29 @@ impl MiscDevice for VmalabDevice {
     }
 
     fn ioctl(space: ArcBorrow<'_, Space>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
-        let user = UserSlice::new(UserPtr::from_addr(arg), kernel::ioctl::_IOC_SIZE(cmd));
+        let slice = || UserSlice::new(UserPtr::from_addr(arg), kernel::ioctl::_IOC_SIZE(cmd));
+        let user = slice();
         match cmd {
             uapi::VMALAB_IOC_CONFIG => space.config(&user.reader().read()?)?,
             uapi::VMALAB_IOC_MAP => {
-                let (mut r, mut w) = user.reader_writer();
-                let mut m: uapi::VmalabMap = r.read()?;
+                let mut m: uapi::VmalabMap = user.reader().read()?;
+                // Write the argument back unchanged first: an argument the caller
+                // cannot write fails here, before anything changes.
+                slice().writer().write(&m)?;
                 space.map(&mut m)?;
-                if let Err(e) = w.write(&m) {
-                    // The caller cannot learn where the region went: take it back.
-                    let _ = space.unmap(&uapi::VmalabUnmap {
-                        offset: m.offset,
-                        length: m.length,
-                    });
-                    return Err(e);
-                }
+                // If this write fails now (the argument was unmapped meanwhile), the
+                // region stands, as a successful mmap does (see `uapi.rs`): undoing
+                // it by offset could remove a region another thread put there since.
+                slice().writer().write(&m)?;
             }
             uapi::VMALAB_IOC_UNMAP => space.unmap(&user.reader().read()?)?,
             uapi::VMALAB_IOC_INFO => user.writer().write(&space.info())?,
+            uapi::VMALAB_IOC_TEST_HOOKS => {
+                if !module_parameters::test_hooks.value() {
+                    return Err(EPERM);
+                }
+                space.test_hooks(&user.reader().read()?)?
+            }
             uapi::VMALAB_IOC_TEST_WARN => {
                 if !module_parameters::test_hooks.value() {
                     return Err(EPERM);

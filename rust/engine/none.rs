@@ -87,7 +87,7 @@ impl Engine for NoneEngine {
         removed: &mut KVec<Arc<Region>>,
         _stats: &Stats,
     ) -> Result<usize> {
-        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
+        let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
         let mut setup = self.setup.lock();
         if self.frozen.as_ref().is_some() {
             return Err(EPERM);

@@ -36,7 +36,7 @@
 
 use crate::{
     engine::Engine,
-    rcu_tree::{RcuRangeMap, Retired},
+    rcu_tree::{RcuRangeMap, Retired, Wait},
     region::{Placement, Region, RegionTree},
     stats::Stats,
     uapi,
@@ -46,7 +46,10 @@ use kernel::{
     new_mutex,
     prelude::*,
     rbtree::RBTreeNodeReservation,
-    sync::{rcu, Arc, Mutex},
+    sync::{
+        atomic::{Atomic, Relaxed},
+        rcu, Arc, Mutex,
+    },
 };
 
 /// What a fault finds in the map.
@@ -69,6 +72,8 @@ pub(crate) struct RcuEngine {
     map: RcuRangeMap<Slot>,
     /// Wait with `synchronize_rcu_expedited()` (`VMALAB_CONFIG_EXPEDITED`).
     expedited: bool,
+    /// `VMALAB_MUTANT_*` bits armed by the test hook (0 in normal use).
+    mutants: Atomic<u32>,
 }
 
 impl RcuEngine {
@@ -78,6 +83,7 @@ impl RcuEngine {
             writer <- new_mutex!(RegionTree::new(arena_pages), "vmalab_rcu_writer"),
             map <- RcuRangeMap::new(),
             expedited,
+            mutants: Atomic::new(0),
         })
     }
 
@@ -86,8 +92,18 @@ impl RcuEngine {
         if retired.is_empty() {
             return;
         }
+        let mutants = self.mutants.load(Relaxed);
+        let wait = if mutants & uapi::VMALAB_MUTANT_SKIP_GRACE_PERIOD != 0 {
+            Wait::MutantSkipGracePeriod
+        } else if mutants & uapi::VMALAB_MUTANT_SKIP_DRAIN != 0 {
+            Wait::MutantSkipDrain
+        } else if self.expedited {
+            Wait::Expedited
+        } else {
+            Wait::Normal
+        };
         stats.inc(uapi::VMALAB_CTR_GRACE_PERIODS);
-        let waits = self.map.reclaim(retired, self.expedited, drop);
+        let waits = self.map.reclaim(retired, wait, drop);
         stats.add(uapi::VMALAB_CTR_REFCOUNT_WAITS, waits);
     }
 }
@@ -128,7 +144,7 @@ impl Engine for RcuEngine {
         removed: &mut KVec<Arc<Region>>,
         stats: &Stats,
     ) -> Result<usize> {
-        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
+        let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
         let npages = region.npages();
         let mut retired = KVec::new();
         let start = {
@@ -140,10 +156,11 @@ impl Engine for RcuEngine {
                 region: region.clone(),
             };
             // 1. Publish: readers see the old regions or the new one, never a gap.
+            // Nothing after this point can fail.
             self.map
                 .store(start, start + npages - 1, slot, &mut retired)?;
-            // Planned and reserved above, so this cannot fail.
-            writer.insert(region, placement, node, removed)?
+            writer.commit_insert(start, region, node, removed);
+            start
         };
         self.quiesce(retired, stats);
         Ok(start)
@@ -161,20 +178,27 @@ impl Engine for RcuEngine {
             let mut writer = self.writer.lock();
             let n = writer.plan_remove(start, end)?;
             removed.reserve(n, GFP_KERNEL)?;
-            retired.reserve(n, GFP_KERNEL)?;
             let mut starts = KVec::with_capacity(n, GFP_KERNEL)?;
             for s in writer.starts_in(start, end) {
                 starts.push(s, GFP_KERNEL)?;
             }
-            // 1. Publish.
-            for s in starts {
-                if let Some(r) = self.map.erase(s) {
-                    retired.push(r, GFP_KERNEL)?;
-                }
-            }
-            writer.remove_range(start, end, removed)?;
+            // 1. Publish (allocates first; nothing after the first erase can fail).
+            self.map.erase_all(&starts, &mut retired)?;
+            writer.commit_remove(start, end, removed);
         }
         self.quiesce(retired, stats);
+        Ok(())
+    }
+
+    fn set_test_hooks(&self, hooks: &uapi::VmalabTestHooks) -> Result {
+        let ours = uapi::VMALAB_MUTANT_SKIP_ZAP
+            | uapi::VMALAB_MUTANT_SKIP_GRACE_PERIOD
+            | uapi::VMALAB_MUTANT_SKIP_DRAIN;
+        if hooks.mutants & !ours != 0 {
+            return Err(EINVAL);
+        }
+        self.mutants.store(hooks.mutants, Relaxed);
+        self.map.set_test_release_delay(hooks.release_delay_us);
         Ok(())
     }
 

@@ -24,7 +24,14 @@ use crate::{
     uapi,
     vm_ops::{Fault, FaultAround, FaultOutcome},
 };
-use kernel::{prelude::*, rbtree::RBTreeNodeReservation, sync::Arc};
+use kernel::{
+    prelude::*,
+    rbtree::RBTreeNodeReservation,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc,
+    },
+};
 
 /// Shared-line writes per read-side critical section: `down_read` + `up_read`.
 const LOCK_WRITES: u64 = 2;
@@ -34,6 +41,8 @@ const LOCK_WRITES: u64 = 2;
 pub(crate) struct RwsemEngine {
     #[pin]
     tree: RwSem<RegionTree>,
+    /// `VMALAB_MUTANT_*` bits armed by the test hook (0 in normal use).
+    mutants: Atomic<u32>,
 }
 
 impl RwsemEngine {
@@ -41,6 +50,7 @@ impl RwsemEngine {
     pub(crate) fn new(arena_pages: usize) -> impl PinInit<Self> {
         pin_init!(Self {
             tree <- new_rwsem!(RegionTree::new(arena_pages), c"vmalab_rwsem_tree"),
+            mutants: Atomic::new(0),
         })
     }
 }
@@ -66,6 +76,14 @@ impl Engine for RwsemEngine {
     fn fault(&self, f: &Fault<'_>, stats: &Stats) -> FaultOutcome {
         let tree = self.tree.read();
         stats.add(uapi::VMALAB_CTR_SHARED_WRITES, LOCK_WRITES);
+        if self.mutants.load(Relaxed) & uapi::VMALAB_MUTANT_UNLOCKED_INSTALL != 0 {
+            // Mutant: look up under the lock, install without it.
+            let Some((start, region)) = tree.with_region(f.pgoff(), |s, r| (s, r.clone())) else {
+                return FaultOutcome::SigBus;
+            };
+            drop(tree);
+            return region.fault(start, f, stats);
+        }
         tree.with_region(f.pgoff(), |start, region| region.fault(start, f, stats))
             .unwrap_or(FaultOutcome::SigBus)
     }
@@ -77,11 +95,20 @@ impl Engine for RwsemEngine {
         removed: &mut KVec<Arc<Region>>,
         _stats: &Stats,
     ) -> Result<usize> {
-        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
+        let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
         // Room for the displaced regions, so nothing allocates under the write lock
         // except in the rare case of more than a few.
         removed.reserve(4, GFP_KERNEL)?;
         self.tree.write().insert(region, placement, node, removed)
+    }
+
+    fn set_test_hooks(&self, hooks: &uapi::VmalabTestHooks) -> Result {
+        let ours = uapi::VMALAB_MUTANT_SKIP_ZAP | uapi::VMALAB_MUTANT_UNLOCKED_INSTALL;
+        if hooks.mutants & !ours != 0 || hooks.release_delay_us != 0 {
+            return Err(EINVAL);
+        }
+        self.mutants.store(hooks.mutants, Relaxed);
+        Ok(())
     }
 
     fn unmap(

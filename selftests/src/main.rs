@@ -7,8 +7,11 @@
 //!
 //! ```text
 //! vmalab-selftests [--engine NAME]... [--threads N] [--filter SUBSTR] [--list]
-//!                  [--stress-accesses N] [--trigger-warn]
+//!                  [--stress-accesses N] [--negative-controls] [--trigger-warn]
 //! ```
+//!
+//! `--negative-controls` runs, instead of the suite, the protocol mutants the module
+//! offers when loaded with `test_hooks=1`: each must be caught by the checkers.
 
 mod race;
 mod tests;
@@ -55,6 +58,11 @@ pub struct Test {
     pub run: fn(&Ctx) -> TestResult,
     /// Seconds before the child is killed (emulated guests are slow).
     pub timeout: u64,
+    /// Whether the test applies to an engine configuration (else it is not planned).
+    pub applies: fn(&vmalab::EngineSpec) -> bool,
+    /// A negative control (needs `test_hooks=1`): planned only with
+    /// `--negative-controls`, and then alone.
+    pub negative: bool,
 }
 
 const EXIT_PASS: i32 = 0;
@@ -120,7 +128,7 @@ fn run_forked(t: &Test, ctx: &Ctx) -> (i32, f64) {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: vmalab-selftests [--engine NAME]... [--threads N] [--filter SUBSTR] [--list] [--stress-accesses N]"
+        "usage: vmalab-selftests [--engine NAME]... [--threads N] [--filter SUBSTR] [--list] [--stress-accesses N] [--negative-controls]"
     );
     std::process::exit(2)
 }
@@ -130,6 +138,7 @@ fn main() {
     let mut threads = 4;
     let mut filter: Option<String> = None;
     let mut list = false;
+    let mut negative = false;
     let mut accesses = 1_000_000;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -155,6 +164,7 @@ fn main() {
                     .unwrap_or_else(|| usage())
             }
             "--list" => list = true,
+            "--negative-controls" => negative = true,
             "--trigger-warn" => {
                 // Harness self-test: ask the module (loaded with test_hooks=1) to WARN.
                 let dev = vmalab::Device::open().expect("open /dev/vmalab");
@@ -173,7 +183,10 @@ fn main() {
     for &engine in &engines {
         for t in &suite {
             let full = format!("{}.{}", engine.name, t.name);
-            if filter.as_deref().is_none_or(|f| full.contains(f)) {
+            if t.negative == negative
+                && (t.applies)(&engine)
+                && filter.as_deref().is_none_or(|f| full.contains(f))
+            {
                 plan.push((
                     Ctx {
                         engine,

@@ -6,8 +6,12 @@
 //!
 //! ```text
 //! unmap mode:   Live(g) -> Busy(g) -> UNMAP -> Gap(g) -> Busy(g+1) -> MAP FIXED -> fill -> Live(g+1)
-//! replace mode: Live(g) -> Busy(g) -> MAP REPLACE -> Busy(g+1) -> fill -> Live(g+1)
+//! replace mode: Live(g) -> Busy(g) -> MAP REPLACE -> Fresh(g+1) -> Busy(g+1) -> fill -> Live(g+1)
 //! ```
+//!
+//! With `fill: false` the writer never writes: every successful load must read zero,
+//! and the point is the first touches (slow backing: each one sleeps in the fault)
+//! still in flight when the writer unmaps.
 //!
 //! Generation `g` stores `pattern(g, offset)` into every word, so a reader can tell an
 //! old page, a wrong page and a zero page apart.
@@ -34,8 +38,13 @@ use vmalab::{probe, Arena, Device, PAGE_SIZE};
 /// mapped but not yet filled, or filled. Zero and `SIGBUS` are fine; generations older
 /// than `g` are not.
 const PHASE_BUSY: u64 = 0;
+/// Generation `g` is mapped and filled.
 const PHASE_LIVE: u64 = 1;
+/// The unmap of generation `g` has returned: every access must `SIGBUS`.
 const PHASE_GAP: u64 = 2;
+/// The replace that created generation `g` has returned, and the writer has not
+/// filled it yet: every successful load must read zero.
+const PHASE_FRESH: u64 = 3;
 
 fn state(gen: u64, phase: u64) -> u64 {
     (gen << 2) | phase
@@ -75,6 +84,8 @@ pub struct RaceSpec {
     pub mode: Mode,
     /// First-touch delay (µs) for a slow-backed region; 0 = zero-filled.
     pub slow_delay_us: u32,
+    /// Whether the writer fills each generation (see the module docs).
+    pub fill: bool,
 }
 
 /// What a race run observed.
@@ -88,6 +99,11 @@ pub struct RaceReport {
     pub bus: u64,
     /// Generations cycled by the writer.
     pub generations: u64,
+    /// Accesses made while an unmap had returned (all must `SIGBUS`).
+    pub gap_probes: u64,
+    /// Accesses made after a replace returned, before the refill (all must read
+    /// zero or `SIGBUS`).
+    pub fresh_probes: u64,
     /// Violations, with the first few described.
     pub violations: u64,
     /// Up to 10 descriptions.
@@ -95,11 +111,14 @@ pub struct RaceReport {
 }
 
 struct Shared {
+    fill: bool,
     state: AtomicU64,
     stop: AtomicBool,
     accesses: AtomicU64,
     ok: AtomicU64,
     bus: AtomicU64,
+    gap_probes: AtomicU64,
+    fresh_probes: AtomicU64,
     violations: AtomicU64,
     examples: std::sync::Mutex<Vec<String>>,
 }
@@ -116,6 +135,7 @@ fn reader(sh: &Shared, arena: &Arena, offset: usize, len: usize, seed: u64) {
     let words = len / 8;
     let mut x = seed | 1;
     let (mut n, mut ok, mut bus) = (0u64, 0u64, 0u64);
+    let (mut gap, mut fresh) = (0u64, 0u64);
     while !sh.stop.load(Relaxed) {
         for _ in 0..256 {
             // xorshift: a different word each time, all pages over time.
@@ -128,6 +148,12 @@ fn reader(sh: &Shared, arena: &Arena, offset: usize, len: usize, seed: u64) {
             let s2 = sh.state.load(Acquire);
             n += 1;
             let stable = s1 == s2;
+            if stable && phase_of(s1) == PHASE_GAP {
+                gap += 1;
+            }
+            if stable && phase_of(s1) == PHASE_FRESH {
+                fresh += 1;
+            }
             match r {
                 Ok(v) => {
                     ok += 1;
@@ -137,9 +163,18 @@ fn reader(sh: &Shared, arena: &Arena, offset: usize, len: usize, seed: u64) {
                             gen_of(s1)
                         ));
                     } else if v == 0 {
-                        if stable && phase_of(s1) == PHASE_LIVE {
+                        if stable && phase_of(s1) == PHASE_LIVE && sh.fill {
                             sh.violation(format!("zero at {woff:#x} in filled gen {}", gen_of(s1)));
                         }
+                    } else if stable && phase_of(s1) == PHASE_FRESH {
+                        sh.violation(format!(
+                            "word at {woff:#x} is {v:#x} after the replace creating gen {} returned, before any fill",
+                            gen_of(s1)
+                        ));
+                    } else if !sh.fill {
+                        sh.violation(format!(
+                            "word at {woff:#x} is {v:#x}, but nobody writes in this run"
+                        ));
                     } else {
                         let vgen = (v >> 40).wrapping_sub(1);
                         if v & ((1 << 40) - 1) != (woff as u64 >> 3) {
@@ -172,6 +207,8 @@ fn reader(sh: &Shared, arena: &Arena, offset: usize, len: usize, seed: u64) {
     }
     sh.ok.fetch_add(ok, Relaxed);
     sh.bus.fetch_add(bus, Relaxed);
+    sh.gap_probes.fetch_add(gap, Relaxed);
+    sh.fresh_probes.fetch_add(fresh, Relaxed);
     let _ = n;
 }
 
@@ -216,11 +253,14 @@ pub fn run(
         }
     };
     let sh = Arc::new(Shared {
+        fill: spec.fill,
         state: AtomicU64::new(state(0, PHASE_BUSY)),
         stop: AtomicBool::new(false),
         accesses: AtomicU64::new(0),
         ok: AtomicU64::new(0),
         bus: AtomicU64::new(0),
+        gap_probes: AtomicU64::new(0),
+        fresh_probes: AtomicU64::new(0),
         violations: AtomicU64::new(0),
         examples: std::sync::Mutex::new(Vec::new()),
     });
@@ -245,7 +285,9 @@ pub fn run(
         let body = (|| -> Result<(), String> {
             let mut gen = 0u64;
             loop {
-                fill(arena, offset, len, gen);
+                if spec.fill {
+                    fill(arena, offset, len, gen);
+                }
                 sh.state.store(state(gen, PHASE_LIVE), Release);
                 // Let readers see the live generation for a moment.
                 std::thread::sleep(std::time::Duration::from_micros(500));
@@ -272,6 +314,8 @@ pub fn run(
                         sh.state.store(state(gen, PHASE_BUSY), Release);
                         map(true)?;
                         gen += 1;
+                        sh.state.store(state(gen, PHASE_FRESH), Release);
+                        std::thread::sleep(std::time::Duration::from_micros(500));
                         sh.state.store(state(gen, PHASE_BUSY), Release);
                     }
                 }
@@ -287,6 +331,8 @@ pub fn run(
         ok: sh.ok.load(Relaxed),
         bus: sh.bus.load(Relaxed),
         generations: gens,
+        gap_probes: sh.gap_probes.load(Relaxed),
+        fresh_probes: sh.fresh_probes.load(Relaxed),
         violations: sh.violations.load(Relaxed),
         examples,
     })

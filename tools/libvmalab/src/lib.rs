@@ -187,6 +187,17 @@ impl Device {
             .map(drop)
     }
 
+    /// `VMALAB_IOC_TEST_HOOKS` (module loaded with `test_hooks=1`): arms protocol
+    /// mutants (`VMALAB_MUTANT_*`) and the hold-release delay in this address space.
+    pub fn test_hooks(&self, mutants: u32, release_delay_us: u32) -> Result<(), Errno> {
+        let mut h = uapi::VmalabTestHooks {
+            mutants,
+            release_delay_us,
+        };
+        self.ioctl_raw(uapi::VMALAB_IOC_TEST_HOOKS, &mut h as *mut _ as usize)
+            .map(drop)
+    }
+
     /// `VMALAB_IOC_INFO`.
     pub fn info(&self) -> Result<uapi::VmalabInfo, Errno> {
         let mut i = uapi::VmalabInfo::default();
