@@ -1157,8 +1157,11 @@ fn slow_backing_concurrent_first_touch(ctx: &Ctx) -> TestResult {
 /// survive: DONTNEED drops PTEs, not the region's pages.
 fn madvise_dontneed_races_faults(ctx: &Ctx) -> TestResult {
     const BLOCK: usize = 2 << 20;
-    let len = 2 * BLOCK;
-    let (dev, arena, off) = space_with(ctx, ARENA, |dev| ok("map", dev.map_at(BLOCK, len, false)))?;
+    let len = 3 * BLOCK;
+    let (dev, arena, off) = space_with(ctx, ARENA, |dev| ok("map", dev.map_at(0, len, false)))?;
+    // Two blocks 2 MiB-aligned in the address space (the arena itself need not be):
+    // only a zap of a whole PTE table's span frees the table.
+    let first = (arena.at(off) as usize).next_multiple_of(BLOCK) - arena.at(0) as usize;
     write_range(&arena, off, len, 11)?;
     let stop = std::sync::atomic::AtomicBool::new(false);
     let zaps = std::sync::atomic::AtomicU64::new(0);
@@ -1170,7 +1173,11 @@ fn madvise_dontneed_races_faults(ctx: &Ctx) -> TestResult {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 // SAFETY: A whole 2 MiB block of our own arena; DONTNEED zaps PTEs only.
                 unsafe {
-                    libc::madvise(arena.at(off + b * BLOCK).cast(), BLOCK, libc::MADV_DONTNEED)
+                    libc::madvise(
+                        arena.at(first + b * BLOCK).cast(),
+                        BLOCK,
+                        libc::MADV_DONTNEED,
+                    )
                 };
                 zaps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 b ^= 1;
@@ -1215,6 +1222,10 @@ fn madvise_dontneed_races_faults(ctx: &Ctx) -> TestResult {
     })?;
     check(zaps.load(std::sync::atomic::Ordering::Relaxed) > 0, || {
         "no DONTNEED ran".into()
+    })?;
+    // A fault that found its PTE table freed took the path that allocates one.
+    check(c(uapi::VMALAB_CTR_FAULT_SLOW) > 3, || {
+        "no fault ever found its PTE table reclaimed: the race did not happen".into()
     })
 }
 

@@ -137,26 +137,12 @@ fn touch_all(base: *mut u8, len: usize) {
     }
 }
 
-/// Drops the PTEs of `[base, base+len)` but keeps the pages (first page of every
-/// 2 MiB stays mapped so page-table reclaim keeps the tables: we measure faults, not
-/// page-table allocation).
-fn zap_keep_tables(base: *mut u8, len: usize) {
-    let chunk = 512 * PAGE_SIZE;
-    let mut o = 0;
-    while o < len {
-        let n = chunk.min(len - o);
-        if n > PAGE_SIZE {
-            // SAFETY: Our own shared mapping; DONTNEED only zaps its PTEs.
-            unsafe {
-                libc::madvise(
-                    base.add(o + PAGE_SIZE).cast(),
-                    n - PAGE_SIZE,
-                    libc::MADV_DONTNEED,
-                )
-            };
-        }
-        o += chunk;
-    }
+/// Drops the PTEs of `[base, base+len)` but keeps the pages. Where a whole 2 MiB PTE
+/// table's span is zapped, 7.3 frees the table too (page-table reclaim), so the first
+/// re-fault there allocates one: kernel mappings (memfd) pay the same.
+fn zap(base: *mut u8, len: usize) {
+    // SAFETY: Our own shared mapping; DONTNEED only zaps its PTEs.
+    unsafe { libc::madvise(base.cast(), len, libc::MADV_DONTNEED) };
 }
 
 fn counters(t: &Target) -> [u64; uapi::VMALAB_NR_COUNTERS] {
@@ -179,7 +165,7 @@ pub fn fault_loop(
     let len = threads * pages_per_thread * PAGE_SIZE;
     let t = target(sys, len);
     touch_all(t.base, t.len);
-    zap_keep_tables(t.base, t.len);
+    zap(t.base, t.len);
     let before = counters(&t);
     let start = Barrier::new(threads + 1);
     let done = AtomicBool::new(false);
@@ -274,7 +260,7 @@ pub fn writer_latency(sys: System, n: usize, pages: usize, faulters: usize) -> (
             s.spawn(move || {
                 while !stop.load(Relaxed) {
                     touch_all(arena.at(busy), busy_len);
-                    zap_keep_tables(arena.at(busy), busy_len);
+                    zap(arena.at(busy), busy_len);
                 }
             });
         }
