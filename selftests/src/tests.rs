@@ -1082,6 +1082,7 @@ fn fast_path_shared_writes(ctx: &Ctx) -> TestResult {
         )
     })?;
     let before = ok("info", dev.info())?.counters;
+    let locks_before = vmalab_lock_acquisitions();
     on_threads(ctx.threads, |t, _| {
         for p in (t..pages).step_by(ctx.threads) {
             let o = off + p * PAGE_SIZE;
@@ -1096,6 +1097,7 @@ fn fast_path_shared_writes(ctx: &Ctx) -> TestResult {
         }
         Ok(())
     })?;
+    let locks_after = vmalab_lock_acquisitions();
     let after = ok("info", dev.info())?.counters;
     let d = |k: usize| after[k] - before[k];
     let (fast, slow, writes) = (
@@ -1104,6 +1106,27 @@ fn fast_path_shared_writes(ctx: &Ctx) -> TestResult {
         d(uapi::VMALAB_CTR_SHARED_WRITES),
     );
     println!("#   {fast} fast + {slow} slow faults, {writes} engine shared-line writes");
+    // The engine's own count, checked against the kernel's: lockdep's lock statistics
+    // (debug kernel, CONFIG_LOCK_STAT) count every acquisition of vmalab's lock classes.
+    if let (Some(l0), Some(l1)) = (locks_before, locks_after) {
+        let acq = l1 - l0;
+        println!("#   /proc/lock_stat: {acq} acquisitions of vmalab lock classes");
+        let want = if ctx.engine.id == uapi::VMALAB_ENGINE_RWSEM {
+            // One down_read (or trylock) per fault, each a down + up: 2 writes.
+            acq >= fast + slow && writes >= 2 * acq
+        } else {
+            acq == 0
+        };
+        check(want, || {
+            format!(
+                "{}: lock_stat counted {acq} vmalab lock acquisitions for {} faults and {writes} counted writes",
+                ctx.engine.name,
+                fast + slow
+            )
+        })?;
+    } else {
+        println!("#   no /proc/lock_stat (CONFIG_LOCK_STAT=n): engine counter not cross-checked");
+    }
     verify_range(&arena, off, len, Some(4))?;
     match ctx.engine.id {
         uapi::VMALAB_ENGINE_RWSEM => check(writes >= 2 * (fast + slow) && fast + slow > 0, || {
@@ -1464,4 +1487,27 @@ fn memcg_charges_pages(ctx: &Ctx) -> TestResult {
     );
     let _ = std::fs::remove_dir(&cg);
     r
+}
+
+/// Sum of read and write acquisitions of vmalab's lock classes in `/proc/lock_stat`
+/// (debug kernel), after switching lock statistics on. `None` without LOCK_STAT.
+fn vmalab_lock_acquisitions() -> Option<u64> {
+    std::fs::write("/proc/sys/kernel/lock_stat", "1").ok()?;
+    let text = std::fs::read_to_string("/proc/lock_stat").ok()?;
+    let mut sum = 0;
+    for line in text.lines() {
+        let Some((name, rest)) = line.split_once(':') else {
+            continue;
+        };
+        if !name.trim_start().starts_with("vmalab") {
+            continue;
+        }
+        // con-bounces contentions waittime(min max total avg) acq-bounces acquisitions …
+        sum += rest
+            .split_whitespace()
+            .nth(7)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(sum)
 }
