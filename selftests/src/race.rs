@@ -86,6 +86,8 @@ pub struct RaceSpec {
     pub slow_delay_us: u32,
     /// Whether the writer fills each generation (see the module docs).
     pub fill: bool,
+    /// How long the writer stays in the gap after an unmap returned (µs).
+    pub gap_us: u64,
 }
 
 /// What a race run observed.
@@ -299,7 +301,7 @@ pub fn run(
                         dev.unmap(offset, len)
                             .map_err(|e| format!("unmap failed: {}", vmalab::errno_name(e)))?;
                         sh.state.store(state(gen, PHASE_GAP), Release);
-                        std::thread::sleep(std::time::Duration::from_micros(500));
+                        std::thread::sleep(std::time::Duration::from_micros(spec.gap_us));
                         if done {
                             return Ok(());
                         }
