@@ -2,8 +2,9 @@
 //!
 //! Each test runs in a forked child (like `kselftest_harness.h`), so a crash, a hang
 //! or a leaked mapping stays contained: the parent stays single-threaded, applies a
-//! timeout, and reports `ok`/`not ok` with the child's reason. The run ends with a
-//! plain `N passed, N failed` line.
+//! timeout, and reports `ok`/`not ok` with the child's reason; a test that does not
+//! apply is `ok N name # SKIP`, counted apart. The run ends with a plain
+//! `N passed, N failed, N skipped` line.
 //!
 //! ```text
 //! vmalab-selftests [--engine NAME]... [--threads N] [--filter SUBSTR] [--list]
