@@ -800,18 +800,18 @@ fn replace_races_faults(ctx: &Ctx) -> TestResult {
     race_test(ctx, Mode::Replace, 0, 16)
 }
 
-/// First touches that sleep (slow backing, 10 ms each, never filled by the writer) are
+/// First touches that sleep (slow backing, 30 ms each, never filled by the writer) are
 /// still in flight when the writer unmaps: the writer must wait for them (`rcu`:
 /// holds outstanding, `refcount_waits > 0`; `rwsem`: the write lock) and no PTE may
-/// survive the unmap. The gap after each unmap (20 ms) outlasts a first touch, so a
+/// survive the unmap. The gap after each unmap (40 ms) outlasts a first touch, so a
 /// fault the writer failed to wait for (the mutants) installs its PTE while readers
 /// still probe the gap; a grace period alone (skip-drain mutant) is shorter than the
 /// sleep.
 fn slow_race_spec(ctx: &Ctx) -> RaceSpec {
     RaceSpec {
         accesses: ctx.accesses / 10,
-        gap_us: 20_000,
-        ..race_spec(ctx, Mode::Unmap, 10_000, 16, false)
+        gap_us: 40_000,
+        ..race_spec(ctx, Mode::Unmap, 30_000, 16, false)
     }
 }
 
