@@ -168,21 +168,21 @@ impl Space {
 
     /// `VMALAB_IOC_CONFIG`.
     pub(crate) fn config(&self, c: &uapi::VmalabConfig) -> Result {
-        if c.flags & !uapi::VMALAB_CONFIG_FLAGS_ALL != 0 {
+        // Validate everything before changing anything: a failed CONFIG changes nothing.
+        if c.flags & !uapi::VMALAB_CONFIG_FLAGS_ALL != 0
+            || c.arena_size > uapi::VMALAB_MAX_ARENA_SIZE
+            || (c.engine != 0 && uapi::engine_name(c.engine).is_none())
+        {
             return Err(EINVAL);
         }
+        let arena_pages = pages_of(c.arena_size)?;
         let mut setup = self.setup.lock();
         if self.engine.as_ref().is_some() || setup.arena.is_some() {
             return Err(EBUSY);
         }
         if c.engine != 0 {
-            uapi::engine_name(c.engine).ok_or(EINVAL)?;
             setup.engine = c.engine;
         }
-        if c.arena_size > uapi::VMALAB_MAX_ARENA_SIZE {
-            return Err(EINVAL);
-        }
-        let arena_pages = pages_of(c.arena_size)?;
         setup.flags = c.flags;
         if arena_pages != 0 {
             setup.arena_pages = arena_pages;

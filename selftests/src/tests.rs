@@ -1322,9 +1322,16 @@ fn limits_and_huge_sizes(ctx: &Ctx) -> TestResult {
         }
     };
     let dev = Device::open().map_err(|e| Outcome::Fail(format!("open: {e}")))?;
+    t(ok("config engine", dev.config(ctx.engine.id, 0)).map_err(|e| format!("{e:?}")));
+    // A failed CONFIG changes nothing: not the engine either.
+    let other = if ctx.engine.id == uapi::VMALAB_ENGINE_RWSEM {
+        uapi::VMALAB_ENGINE_NONE
+    } else {
+        uapi::VMALAB_ENGINE_RWSEM
+    };
     t(expect_errno(
         "arena above VMALAB_MAX_ARENA_SIZE",
-        dev.config(ctx.engine.id, uapi::VMALAB_MAX_ARENA_SIZE + p),
+        dev.config(other, uapi::VMALAB_MAX_ARENA_SIZE + p),
         libc::EINVAL,
     ));
     t(expect_errno(
@@ -1332,11 +1339,10 @@ fn limits_and_huge_sizes(ctx: &Ctx) -> TestResult {
         dev.config(ctx.engine.id, !(p - 1)),
         libc::EINVAL,
     ));
-    t(ok(
-        "config 128 TiB",
-        dev.config(ctx.engine.id, uapi::VMALAB_MAX_ARENA_SIZE),
-    )
-    .map_err(|e| format!("{e:?}")));
+    t(
+        ok("config 128 TiB", dev.config(0, uapi::VMALAB_MAX_ARENA_SIZE))
+            .map_err(|e| format!("{e:?}")),
+    );
     for (what, len) in [
         ("MAP of 1 TiB before mmap", 1u64 << 40),
         ("MAP of 64 TiB", 1 << 46),
@@ -1373,6 +1379,10 @@ fn limits_and_huge_sizes(ctx: &Ctx) -> TestResult {
     )
     .map_err(|e| format!("{e:?}")));
     let i = ok("info", dev.info())?;
+    t(check(i.engine == ctx.engine.id, || {
+        format!("engine {} after a failed CONFIG named {other}", i.engine)
+    })
+    .map_err(|e| format!("{e:?}")));
     t(
         check(i.regions == 1, || format!("regions {} != 1", i.regions))
             .map_err(|e| format!("{e:?}")),
