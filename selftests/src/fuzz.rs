@@ -13,11 +13,12 @@
 //! shows the operations before it.
 //!
 //! Environment: `VMALAB_FUZZ_SEED` (decimal or `0x` hex; default: from the clock),
-//! `VMALAB_FUZZ_SECS` (time budget per test, default 8; the threaded tests split it
-//! into rounds), `VMALAB_FUZZ_OPS` (operation cap; for `fuzz_sequence` the same seed
-//! replays the same calls, so a cap just past a failing index reproduces it),
+//! `VMALAB_FUZZ_SECS` (time budget of `fuzz_sequence`, default 8 s; the two threaded
+//! variants get half of it each, in rounds of 0.1–1 s), `VMALAB_FUZZ_OPS` (operation
+//! cap, per thread for the threaded tests; for `fuzz_sequence` the same seed replays
+//! the same calls, so a cap just past a failing index reproduces it),
 //! `VMALAB_FUZZ_TRACE=1` (print every call of `fuzz_sequence` with its result and
-//! duration), `VMALAB_FUZZ_HUGE=1` (also issue MAPs whose page-slot array would exceed
+//! duration), `VMALAB_FUZZ_HUGE=1` (also issue valid MAPs longer than
 //! [`HUGE_REGION`]: see [`KNOWN_BUGS`]), `VMALAB_FUZZ_STRICT=1` (a known bug fails
 //! the test instead of being reported).
 
@@ -819,8 +820,8 @@ struct Seq<'a> {
     idx: u64,
     hist: VecDeque<String>,
     tally: Tally,
-    notes: Vec<String>,
-    known: BTreeMap<&'static str, u64>,
+    /// kind -> (first message, count)
+    notes: BTreeMap<&'static str, (String, u64)>,
     strict: bool,
     huge: bool,
     trace: bool,
@@ -847,8 +848,7 @@ impl<'a> Seq<'a> {
             idx: 0,
             hist: VecDeque::new(),
             tally: Tally::default(),
-            notes: Vec::new(),
-            known: BTreeMap::new(),
+            notes: BTreeMap::new(),
             strict: env_flag("VMALAB_FUZZ_STRICT"),
             huge: env_flag("VMALAB_FUZZ_HUGE"),
             trace: env_flag("VMALAB_FUZZ_TRACE"),
@@ -871,12 +871,10 @@ impl<'a> Seq<'a> {
     /// A known module bug was hit: a note, or a failure under VMALAB_FUZZ_STRICT.
     fn known_bug(&mut self, id: &'static str, detail: String) -> Check {
         debug_assert!(KNOWN_BUGS.iter().any(|(k, _)| *k == id));
-        let n = self.known.entry(id).or_default();
-        *n += 1;
-        if *n == 1 {
-            self.notes
-                .push(format!("known bug {id} hit at op #{}: {detail}", self.idx));
-        }
+        self.note(
+            id,
+            format!("known bug {id} hit at op #{}: {detail}", self.idx),
+        );
         if self.strict {
             Err(format!("known bug {id}: {detail}"))
         } else {
@@ -886,9 +884,17 @@ impl<'a> Seq<'a> {
 
     fn lose(&mut self, why: String) {
         if self.ep.model.take().is_some() {
-            self.notes
-                .push(format!("model lost track at op #{}: {why}", self.idx));
+            self.note(
+                "lost",
+                format!("model lost track at op #{}: {why}", self.idx),
+            );
         }
+    }
+
+    /// Records a note of some kind: the first message is kept, the rest counted.
+    fn note(&mut self, kind: &'static str, msg: String) {
+        let e = self.notes.entry(kind).or_insert((msg, 0));
+        e.1 += 1;
     }
 
     fn fd(&self) -> Option<i32> {
@@ -957,11 +963,10 @@ impl<'a> Seq<'a> {
             let (desc, r) = self.step();
             let took = t0.elapsed();
             if took > SLOW_OP {
-                self.notes.push(format!(
-                    "op #{} took {:.2} s: {desc}",
-                    self.idx,
-                    took.as_secs_f64()
-                ));
+                self.note(
+                    "slow",
+                    format!("op #{} took {:.2} s: {desc}", self.idx, took.as_secs_f64()),
+                );
             }
             if self.trace {
                 println!(
@@ -1770,11 +1775,18 @@ impl<'a> Seq<'a> {
         match self.ep.arena {
             Some(a) => {
                 let want = (a.base, a.base + a.size as usize);
-                if vmas.is_empty() {
-                    // Only a failed MAP_FIXED over the arena may do this (the kernel
-                    // leaves a gap when it cannot restore the old VMA).
-                    self.notes
-                        .push(format!("arena vanished after {what} at op #{}", self.idx));
+                if vmas.is_empty() && what == "mmap(MAP_FIXED)" {
+                    // A MAP_FIXED mmap over the arena unmaps it (->close runs) before
+                    // the device refuses the new mapping (EBUSY); the kernel cannot
+                    // reattach a closed VMA and leaves a gap (mm/vma.c:
+                    // vms_abort_munmap_vmas). Kernel behaviour, not vmalab's.
+                    self.note(
+                        "gap",
+                        format!(
+                            "a failed mmap(MAP_FIXED) over the arena left a gap (first at op #{})",
+                            self.idx
+                        ),
+                    );
                     self.ep.arena = None;
                     Ok(())
                 } else {
@@ -1888,7 +1900,7 @@ impl<'a> Seq<'a> {
                 // Frozen now; nothing to update in the model.
             }
         }
-        self.check_vmas("mmap")?;
+        self.check_vmas(if addr != 0 { "mmap(MAP_FIXED)" } else { "mmap" })?;
         Ok(res(&r))
     }
 
@@ -2232,8 +2244,15 @@ pub fn fuzz_sequence(ctx: &Ctx) -> TestResult {
             s.skipped_huge
         );
     }
-    for n in &s.notes {
-        println!("#   note: {n}");
+    for (msg, n) in s.notes.values() {
+        println!(
+            "#   note: {msg}{}",
+            if *n > 1 {
+                format!(" (x{n})")
+            } else {
+                String::new()
+            }
+        );
     }
     r?;
     drop(s);
@@ -2424,7 +2443,8 @@ fn race_rounds(ctx: &Ctx, race: Race, name: &str) -> TestResult {
     let mut rng = Rng::new(test_seed(seed, name));
     let cap = env_u64("VMALAB_FUZZ_OPS").unwrap_or(200_000);
     let start = Instant::now();
-    let deadline = start + budget();
+    // The two threaded variants are one test in two halves.
+    let deadline = start + budget() / 2;
     let (mut rounds, mut ops, mut faults) = (0u64, 0u64, 0u64);
     while rounds == 0 || Instant::now() < deadline {
         rounds += 1;
