@@ -1092,7 +1092,8 @@ impl<'a> Seq<'a> {
             d(arena, 25),       // 11 probe
             1,                  // 12 fork
             d(dev && arena, 1), // 13 close the device, keep the arena
-            1,                  // 14 end the episode
+            d(dev && arena, 1), // 14 another device's arena over ours
+            1,                  // 15 end the episode
         ];
         match self.rng.weighted(&weights) {
             0 => self.op_config(),
@@ -1112,6 +1113,7 @@ impl<'a> Seq<'a> {
                 self.ep.dev = None;
                 ("close the device (arena stays)".into(), Ok("ok".into()))
             }
+            14 => self.op_foreign(),
             _ => {
                 let r = self.end_episode().map(|()| "ok".to_string());
                 ("end of episode".into(), r)
@@ -2145,6 +2147,90 @@ impl<'a> Seq<'a> {
         (desc, r)
     }
 
+    /// A second device maps its arena with MAP_FIXED exactly over ours (which goes),
+    /// then our UNMAP must not zap the other device's pages (vm_ops::zap checks the VMA
+    /// at our old address belongs to our space): our ZAP counter stays, the other
+    /// device's data and page count stay.
+    fn op_foreign(&mut self) -> (String, Step) {
+        let desc = "another device's arena mmap(MAP_FIXED) over ours, then UNMAP all of ours";
+        let r = (|| -> Step {
+            let Some(a) = self.ep.arena else {
+                return Ok("skipped: no arena".into());
+            };
+            if self.ep.model.is_none()
+                || !self.ep.can_modify()
+                || a.size > REMAP_MAX
+                || a.prot != libc::PROT_READ | libc::PROT_WRITE
+            {
+                return Ok("skipped".into());
+            }
+            let e = self.ctx.engine;
+            let other = Device::with_config(e.id, e.flags, a.size as usize)
+                .map_err(|x| format!("second device: {x}"))?;
+            other
+                .map_at(0, a.size as usize, false)
+                .map_err(|x| format!("second device MAP: {}", ename(x)))?;
+            let r = sys_mmap(
+                a.base,
+                a.size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                other.fd(),
+                0,
+            );
+            self.tally.add("foreign", &r);
+            errno_ok(Call::Mmap, &r)?;
+            let p = r.map_err(|x| format!("second device's mmap(MAP_FIXED): {}", ename(x)))?;
+            // Ours is gone; the range is the other device's arena now.
+            self.ep.arena = None;
+            expect(p == a.base, || format!("MAP_FIXED mapped at {p:#x}"))?;
+            let offs: Vec<u64> = (0..4).map(|k| k * (a.size / 4) + 8 * k).collect();
+            for &o in &offs {
+                // SAFETY: Inside the other device's arena, which we just mapped there.
+                unsafe { probe::store((a.base + o as usize) as *mut u64, !o) }
+                    .map_err(|f| format!("store into the other arena: {f:?}"))?;
+            }
+            let before = self.info()?.counters[uapi::VMALAB_CTR_ZAP];
+            let ours = self.ep.model.as_ref().map_or(0, |m| m.regions.len());
+            if ours > 0 {
+                let fd = self.fd().ok_or("no device")?;
+                let mut u = uapi::VmalabUnmap {
+                    offset: 0,
+                    length: a.size,
+                };
+                ioctl(fd, uapi::VMALAB_IOC_UNMAP, &mut u as *mut _ as usize)
+                    .map_err(|x| format!("UNMAP of all our regions: {}", ename(x)))?;
+                if let Some(m) = self.ep.model.as_mut() {
+                    m.remove_inside(0, a.size);
+                }
+            }
+            let after = self.info()?.counters[uapi::VMALAB_CTR_ZAP];
+            expect(after == before, || {
+                "our UNMAP zapped the other device's arena at our old address".into()
+            })?;
+            for &o in &offs {
+                let v = probe::load((a.base + o as usize) as *const u64);
+                expect(v == Ok(!o), || format!("other arena + {o:#x}: {v:x?}"))?;
+            }
+            let i = other
+                .info()
+                .map_err(|x| format!("second device INFO: {}", ename(x)))?;
+            let pages = offs
+                .iter()
+                .map(|o| o / P)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len() as u64;
+            expect(i.regions == 1 && i.pages == pages, || {
+                format!("second device after our UNMAP: {i:?}")
+            })?;
+            sys_munmap(a.base, a.size).map_err(|x| format!("munmap: {}", ename(x)))?;
+            drop(other);
+            self.check_vmas("foreign")?;
+            Ok(format!("ok; {ours} regions of ours unmapped"))
+        })();
+        (desc.into(), r)
+    }
+
     fn op_fork(&mut self) -> (String, Step) {
         let arena = self.ep.arena;
         let fd = self.fd();
@@ -2490,6 +2576,10 @@ fn race_rounds(ctx: &Ctx, race: Race, name: &str) -> TestResult {
             .as_millis() as u64;
         let round_ms = (100 + rng.below(900)).min(left.max(50));
         let event_ms = rng.below(round_ms);
+        // Close variant, every other round: the arena goes too, later, so that the
+        // file's release (the last reference) runs while the threads still probe.
+        let unmap_ms = (race == Race::Close && rng.one_in(2))
+            .then(|| event_ms + rng.below(round_ms - event_ms));
         let mut dev = Some(dev);
         let worker_seeds: Vec<u64> = (0..ctx.threads).map(|_| rng.next()).collect();
         std::thread::scope(|s| -> Result<(), Outcome> {
@@ -2515,7 +2605,15 @@ fn race_rounds(ctx: &Ctx, race: Race, name: &str) -> TestResult {
                         .map_err(|e| fail(format!("unmap arena: {}", ename(e))))?;
                 }
             }
-            std::thread::sleep(Duration::from_millis(round_ms - event_ms));
+            let mut now_ms = event_ms;
+            if let Some(t) = unmap_ms {
+                std::thread::sleep(Duration::from_millis(t - event_ms));
+                sh.gone.store(true, SeqCst);
+                reserve(base, ROUND_ARENA)
+                    .map_err(|e| fail(format!("unmap arena after close: {}", ename(e))))?;
+                now_ms = t;
+            }
+            std::thread::sleep(Duration::from_millis(round_ms - now_ms));
             sh.stop.store(true, SeqCst);
             Ok(())
         })?;
@@ -2524,11 +2622,15 @@ fn race_rounds(ctx: &Ctx, race: Race, name: &str) -> TestResult {
         let errs = sh.errors.into_inner().unwrap_or_else(|p| p.into_inner());
         if !errs.is_empty() {
             return Err(fail(format!(
-                "event at {event_ms} ms of {round_ms} ms:\n{}",
+                "event at {event_ms} ms (arena unmapped at {unmap_ms:?} ms) of {round_ms} ms:\n{}",
                 errs.join("\n")
             )));
         }
         match race {
+            Race::Close if unmap_ms.is_some() => {
+                sys_munmap(base, ROUND_ARENA)
+                    .map_err(|e| fail(format!("munmap reservation: {}", ename(e))))?;
+            }
             Race::Close => {
                 // The arena outlives the fd: probes still work (any result but SIGSEGV).
                 for k in 0..16u64 {
