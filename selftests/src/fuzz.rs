@@ -1430,17 +1430,12 @@ impl<'a> Seq<'a> {
     }
 
     fn op_map(&mut self) -> (String, Step) {
-        let mut m = self.gen_map();
+        let m = self.gen_map();
         let mut ptr = if self.rng.one_in(8) {
             self.gen_ptr(true)
         } else {
             Ptr::Good
         };
-        // The write-back may fail for these: then the module takes the region back,
-        // which only restores the model for FIXED/any placement (not for REPLACE).
-        if matches!(ptr, Ptr::ReadOnly | Ptr::InArena(_)) && m.flags == uapi::VMALAB_MAP_REPLACE {
-            m.flags = uapi::VMALAB_MAP_FIXED;
-        }
         if matches!(ptr, Ptr::InArena(_)) && self.ep.arena.is_none() {
             ptr = Ptr::Good;
         }
@@ -1480,7 +1475,34 @@ impl<'a> Seq<'a> {
             expect(matches!(ptr, Ptr::ReadOnly | Ptr::InArena(_)), || {
                 "MAP through a good pointer failed EFAULT".into()
             })?;
-            // The result could not be written back: the region was taken back.
+            // The result could not be written back: the module took the new region back.
+            // A REPLACE had already removed what it replaced by then: a failed call that
+            // changed the region set (like a failed mmap(MAP_FIXED), which leaves a gap).
+            if ptr == Ptr::ReadOnly && m.flags == uapi::VMALAB_MAP_REPLACE {
+                let (s, e) = (m.offset, m.offset.wrapping_add(m.length));
+                let cuts = self.ep.model.as_ref().is_none_or(|md| md.cuts(s, e));
+                if !valid || !self.ep.can_modify() || cuts {
+                    self.lose("MAP REPLACE through a read-only page: EFAULT unexpected".into());
+                } else {
+                    let gone = self
+                        .ep
+                        .model
+                        .as_ref()
+                        .map_or(0, |md| md.overlapping(s, e).len());
+                    if let Some(md) = self.ep.model.as_mut() {
+                        md.remove_inside(s, e);
+                    }
+                    if gone > 0 {
+                        self.note(
+                            "replace-efault",
+                            format!(
+                                "MAP REPLACE whose result cannot be written back (EFAULT) removed the {gone} regions it covered (first at op #{})",
+                                self.idx
+                            ),
+                        );
+                    }
+                }
+            }
             return Ok("EFAULT".into());
         }
         let placed = if r.is_ok() {
@@ -2231,18 +2253,48 @@ impl<'a> Seq<'a> {
         (desc.into(), r)
     }
 
+    /// fork: the child probes the arena (it must not have it: VM_DONTCOPY) and calls
+    /// INFO on the inherited descriptor; sometimes it also unmaps every region of the
+    /// shared space (the zap must reach the parent's mm), or, while the parent has
+    /// never mapped the device, maps the arena itself and exits with it mapped (the
+    /// space then remembers a dead mm).
     fn op_fork(&mut self) -> (String, Step) {
         let arena = self.ep.arena;
         let fd = self.fd();
-        let expect_regions = self.ep.model.as_ref().map(|m| m.regions.len() as u64);
+        let a = self.ep.arena_size;
+        let model_regions: Option<Vec<u64>> = self
+            .ep
+            .model
+            .as_ref()
+            .map(|m| m.regions.keys().copied().collect());
+        let expect_regions = model_regions.as_ref().map(|r| r.len() as u64);
         let offs: Vec<u64> = match arena {
             Some(a) => (0..4).map(|_| self.rng.below(a.size) & !7).collect(),
             None => Vec::new(),
         };
-        let desc = format!("fork; child probes arena offsets {offs:x?} and calls INFO");
+        let unmap = fd.is_some()
+            && self.ep.can_modify()
+            && expect_regions.is_some_and(|n| n > 0)
+            && self.rng.one_in(3);
+        let mmap = fd.is_some()
+            && !unmap
+            && !self.ep.mmapped
+            && a != 0
+            && a <= REMAP_MAX
+            && model_regions.is_some()
+            && self.rng.one_in(3);
+        let desc = format!(
+            "fork; child probes arena offsets {offs:x?}, calls INFO{}{}",
+            if unmap { ", UNMAPs every region" } else { "" },
+            if mmap {
+                ", mmaps the arena and exits with it"
+            } else {
+                ""
+            }
+        );
         let r = (|| -> Step {
-            // SAFETY: This test is single-threaded; the child only probes, makes one
-            // ioctl and leaves with _exit.
+            // SAFETY: This test is single-threaded; the child only probes, makes a few
+            // system calls and leaves with _exit.
             let pid = unsafe { libc::fork() };
             if pid < 0 {
                 return Err(format!("fork: {}", ename(errno())));
@@ -2265,6 +2317,31 @@ impl<'a> Seq<'a> {
                         Ok(_) if expect_regions.is_some_and(|n| n != i.regions) => code = 3,
                         Ok(_) => {}
                     }
+                    if unmap {
+                        let mut u = uapi::VmalabUnmap {
+                            offset: 0,
+                            length: a,
+                        };
+                        if ioctl(fd, uapi::VMALAB_IOC_UNMAP, &mut u as *mut _ as usize).is_err() {
+                            code = 4;
+                        }
+                    }
+                    if mmap {
+                        let flags = libc::MAP_SHARED;
+                        match sys_mmap(0, a, libc::PROT_READ | libc::PROT_WRITE, flags, fd, 0) {
+                            Ok(base) => {
+                                for &o in model_regions.iter().flatten() {
+                                    // SAFETY: Inside the arena this child just mapped.
+                                    if unsafe { probe::store((base + o as usize) as *mut u64, 7) }
+                                        .is_err()
+                                    {
+                                        code = 6;
+                                    }
+                                }
+                            }
+                            Err(_) => code = 5,
+                        }
+                    }
                 }
                 // SAFETY: Leave the child at once.
                 unsafe { libc::_exit(code) };
@@ -2280,12 +2357,36 @@ impl<'a> Seq<'a> {
             self.tally
                 .add::<()>("fork", &if code == 0 { Ok(()) } else { Err(code) });
             match code {
-                0 => Ok("ok".into()),
-                1 => Err("the child could reach the parent's arena (VM_DONTCOPY lost)".into()),
-                2 => Err("INFO failed in the child".into()),
-                3 => Err("INFO.regions in the child differs from the model".into()),
-                c => Err(format!("the child died: status {c}")),
+                0 => {}
+                1 => {
+                    return Err(
+                        "the child could reach the parent's arena (VM_DONTCOPY lost)".into(),
+                    )
+                }
+                2 => return Err("INFO failed in the child".into()),
+                3 => return Err("INFO.regions in the child differs from the model".into()),
+                4 => return Err("UNMAP of every region failed in the child".into()),
+                5 => return Err("the child could not mmap the arena".into()),
+                6 => return Err("a region page did not take a store in the child's arena".into()),
+                c => return Err(format!("the child died: status {c}")),
             }
+            if unmap {
+                if let Some(m) = self.ep.model.as_mut() {
+                    m.remove_inside(0, a);
+                }
+            }
+            if mmap {
+                // The space's one arena was the child's and died with it.
+                self.ep.mmapped = true;
+                self.refresh()?;
+                if let Some(m) = self.ep.model.as_mut() {
+                    let starts: Vec<u64> = m.regions.keys().copied().collect();
+                    for o in starts {
+                        m.words.insert(o, None);
+                    }
+                }
+            }
+            Ok("ok".into())
         })();
         (desc, r)
     }
