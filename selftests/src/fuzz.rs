@@ -19,7 +19,7 @@
 //! the same calls, so a cap just past a failing index reproduces it),
 //! `VMALAB_FUZZ_TRACE=1` (print every call of `fuzz_sequence` with its result and
 //! duration), `VMALAB_FUZZ_HUGE=1` (also issue valid MAPs longer than
-//! [`HUGE_REGION`]: see [`KNOWN_BUGS`]), `VMALAB_FUZZ_STRICT=1` (a known bug fails
+//! [`HUGE_REGION`]), `VMALAB_FUZZ_STRICT=1` (a known bug fails
 //! the test instead of being reported).
 
 use crate::{Ctx, Outcome, TestResult};
@@ -185,26 +185,17 @@ fn allowed(call: Call, e: Errno) -> bool {
 /// (`#   known bug …`) instead of failing the test, so that the suite stays useful
 /// until the module is fixed; `VMALAB_FUZZ_STRICT=1` makes them failures. Remove an
 /// entry when the bug is fixed.
-const KNOWN_BUGS: &[(&str, &str)] = &[
-    (
-        "config-partial-update",
-        "a CONFIG that fails EINVAL (unaligned arena_size) has already stored the engine \
-         and flags it carried: INFO.flags changes although the call failed",
-    ),
-    (
-        "huge-region",
-        "MAP accepts a region as long as the arena, and the arena may be as large as \
-         mmap (or CONFIG: up to 2^52 pages) allows; the region's page-slot array is one \
-         kvmalloc of 8 bytes per page, filled in an unpreempted loop. mmap a 1 TiB arena \
-         (no CONFIG needed), MAP length 2^40: ENOMEM and 'WARNING: mm/slub.c:7023 \
-         __kvmalloc_node_noprof' (size > INT_MAX). MAP length 2^39: succeeds, 1 GiB of \
-         kernel memory per region (7.5 s under TCG with rwsem)",
-    ),
-];
+const KNOWN_BUGS: &[(&str, &str)] = &[(
+    "config-partial-update",
+    "a CONFIG that fails EINVAL (unaligned or too large arena_size) has already \
+         stored the engine it carried (space.rs: config sets setup.engine before checking \
+         the size): the engine created later is that one, although the call failed",
+)];
 
-/// Regions larger than this (bytes) are only mapped with `VMALAB_FUZZ_HUGE=1`: above
-/// 2^40 bytes they hit known bug "huge-region", and below that the fuzzer must still
-/// bound its memory (a MADV_POPULATE over regions allocates every page). 64 MiB.
+/// Valid MAPs longer than this (bytes) that fit the file's page budget are only issued
+/// with `VMALAB_FUZZ_HUGE=1`: each allocates up to 128 MiB of page slots, filled one by
+/// one, which takes seconds under TCG and would eat the time budget. (Lengths beyond
+/// the budget are issued: they must fail ENOMEM before allocating anything.) 64 MiB.
 const HUGE_REGION: u64 = 64 << 20;
 
 // ---------------------------------------------------------------------------------
@@ -523,8 +514,9 @@ const ADVICE: &[(i32, &str)] = &[
 ];
 
 /// Ioctl numbers that are not vmalab's: junk `nr`s and sizes with vmalab's type, and
-/// the real commands with the wrong direction or size. Never TEST_WARN (it WARNs when
-/// the module runs with test_hooks=1) and never a real command.
+/// the real commands with the wrong direction or size. Never a test ioctl (TEST_WARN
+/// WARNs and TEST_HOOKS arms mutants when the module runs with test_hooks=1) and never
+/// a real command.
 fn junk_cmd(rng: &mut Rng) -> u32 {
     let real = [
         uapi::VMALAB_IOC_CONFIG,
@@ -532,6 +524,7 @@ fn junk_cmd(rng: &mut Rng) -> u32 {
         uapi::VMALAB_IOC_UNMAP,
         uapi::VMALAB_IOC_INFO,
         uapi::VMALAB_IOC_TEST_WARN,
+        uapi::VMALAB_IOC_TEST_HOOKS,
     ];
     loop {
         let cmd = match rng.below(5) {
@@ -601,6 +594,11 @@ impl Model {
         self.slow.retain(|&rs, &mut rl| !(rs >= s && rs + rl <= e));
         self.words.retain(|&o, _| o < s || o >= e);
     }
+    /// Pages held by all regions.
+    fn pages(&self) -> u64 {
+        self.regions.values().map(|l| l / P).sum()
+    }
+
     /// First-fit gap of `len` bytes in an arena of `arena` bytes.
     fn first_fit(&self, len: u64, arena: u64) -> Option<u64> {
         let mut prev = 0;
@@ -647,6 +645,10 @@ struct Episode {
     engine: u32,
     /// `None` once the model lost track (see `lose`).
     model: Option<Model>,
+    /// The engine the last successful CONFIG chose (None: the module's default).
+    want_engine: Option<u32>,
+    /// Valid engine ids carried by CONFIGs that failed.
+    failed_engines: Vec<u32>,
 }
 
 impl Episode {
@@ -871,6 +873,8 @@ impl<'a> Seq<'a> {
                 arena_size: 0,
                 engine: 0,
                 model: None,
+                want_engine: None,
+                failed_engines: Vec::new(),
             },
             episodes: 0,
         })
@@ -954,9 +958,35 @@ impl<'a> Seq<'a> {
     /// Reads engine and arena size from INFO into the episode.
     fn refresh(&mut self) -> Result<uapi::VmalabInfo, String> {
         let i = self.info()?;
+        self.saw_info(&i)?;
+        Ok(i)
+    }
+
+    /// Takes engine and arena size from INFO; the engine, once created, must be the
+    /// one the last successful CONFIG chose.
+    fn saw_info(&mut self, i: &uapi::VmalabInfo) -> Check {
+        if let (0, Some(w)) = (self.ep.engine, self.ep.want_engine) {
+            if i.engine != 0 && i.engine != w {
+                if self.ep.failed_engines.contains(&i.engine) {
+                    self.known_bug(
+                        "config-partial-update",
+                        format!(
+                            "engine {} was created, the last successful CONFIG chose {w}; \
+                             only a failed CONFIG carried {}",
+                            i.engine, i.engine
+                        ),
+                    )?;
+                } else {
+                    return Err(format!(
+                        "engine {} was created, the last successful CONFIG chose {w}",
+                        i.engine
+                    ));
+                }
+            }
+        }
         self.ep.engine = i.engine;
         self.ep.arena_size = i.arena_size;
-        Ok(i)
+        Ok(())
     }
 
     fn run(&mut self, deadline: Instant, cap: u64) -> TestResult {
@@ -1015,6 +1045,8 @@ impl<'a> Seq<'a> {
             arena_size: 0,
             engine: 0,
             model: Some(Model::default()),
+            want_engine: None,
+            failed_engines: Vec::new(),
         };
         // Mostly start configured for the engine under test; sometimes leave it to the
         // random ops (module default engine, size fixed by mmap).
@@ -1029,6 +1061,7 @@ impl<'a> Seq<'a> {
             };
             ioctl(fd, uapi::VMALAB_IOC_CONFIG, &mut c as *mut _ as usize)
                 .map_err(|x| format!("initial CONFIG: {}", ename(x)))?;
+            self.ep.want_engine = Some(e.id);
             self.refresh()?;
         }
         self.remember(format!(
@@ -1334,10 +1367,18 @@ impl<'a> Seq<'a> {
                 "a bad pointer did not fault".into()
             })?;
         }
+        match r {
+            Ok(_) if c.engine != 0 => self.ep.want_engine = Some(c.engine),
+            Err(_) if uapi::engine_name(c.engine).is_some() => {
+                self.ep.failed_engines.push(c.engine)
+            }
+            _ => {}
+        }
         let after = self.refresh()?;
         let valid = c.flags & !uapi::VMALAB_CONFIG_FLAGS_ALL == 0
             && (c.engine == 0 || uapi::engine_name(c.engine).is_some())
-            && c.arena_size.is_multiple_of(P);
+            && c.arena_size.is_multiple_of(P)
+            && c.arena_size <= uapi::VMALAB_MAX_ARENA_SIZE;
         match r {
             Ok(_) => {
                 expect(valid, || "CONFIG with invalid arguments succeeded".into())?;
@@ -1448,11 +1489,12 @@ impl<'a> Seq<'a> {
             ptr = Ptr::Good;
         }
         let desc = format!("MAP {m:x?} via {ptr:?}");
-        if m.length > HUGE_REGION && !self.huge && self.map_args_valid(&m) {
+        let within_budget = m.length / P <= uapi::VMALAB_MAX_REGION_PAGES;
+        if m.length > HUGE_REGION && within_budget && !self.huge && self.map_args_valid(&m) {
             self.skipped_huge += 1;
             return (
                 desc,
-                Ok("skipped (known bug huge-region; VMALAB_FUZZ_HUGE=1 issues it)".into()),
+                Ok("skipped (huge; VMALAB_FUZZ_HUGE=1 issues it)".into()),
             );
         }
         let r = self.do_map(m, ptr);
@@ -1479,40 +1521,18 @@ impl<'a> Seq<'a> {
             })?;
             return Ok(res(&r));
         }
-        if r == Err(libc::EFAULT) {
-            expect(matches!(ptr, Ptr::ReadOnly | Ptr::InArena(_)), || {
-                "MAP through a good pointer failed EFAULT".into()
+        if ptr == Ptr::ReadOnly {
+            // The module writes the argument back before it changes anything, so an
+            // argument the caller cannot write fails whatever it says, and changes
+            // nothing (README: limits, errnos, guarantees).
+            expect(r == Err(libc::EFAULT), || {
+                "MAP through a read-only argument must fail EFAULT".into()
             })?;
-            // The result could not be written back: the module took the new region back.
-            // A REPLACE had already removed what it replaced by then: a failed call that
-            // changed the region set (like a failed mmap(MAP_FIXED), which leaves a gap).
-            if ptr == Ptr::ReadOnly && m.flags == uapi::VMALAB_MAP_REPLACE {
-                let (s, e) = (m.offset, m.offset.wrapping_add(m.length));
-                let cuts = self.ep.model.as_ref().is_none_or(|md| md.cuts(s, e));
-                if !valid || !self.ep.can_modify() || cuts {
-                    self.lose("MAP REPLACE through a read-only page: EFAULT unexpected".into());
-                } else {
-                    let gone = self
-                        .ep
-                        .model
-                        .as_ref()
-                        .map_or(0, |md| md.overlapping(s, e).len());
-                    if let Some(md) = self.ep.model.as_mut() {
-                        md.remove_inside(s, e);
-                    }
-                    if gone > 0 {
-                        self.note(
-                            "replace-efault",
-                            format!(
-                                "MAP REPLACE whose result cannot be written back (EFAULT) removed the {gone} region(s) it covered (first at op #{})",
-                                self.idx
-                            ),
-                        );
-                    }
-                }
-            }
-            return Ok("EFAULT".into());
+            return Ok(res(&r));
         }
+        expect(r != Err(libc::EFAULT), || {
+            "MAP through a readable and writable argument failed EFAULT".into()
+        })?;
         let placed = if r.is_ok() {
             let back = self
                 .read_back(ptr, at, size)
@@ -1533,6 +1553,9 @@ impl<'a> Seq<'a> {
             return Ok(format!("{} at {placed:x?}", res(&r)));
         };
         let (s, e) = (m.offset, m.offset.wrapping_add(m.length));
+        // The per-file limits (uapi.rs): one more region, m.length more pages.
+        let over_budget = model.regions.len() as u64 + 1 > uapi::VMALAB_MAX_REGIONS
+            || model.pages() + m.length / P > uapi::VMALAB_MAX_REGION_PAGES;
         if valid && !can {
             expect(r == Err(libc::EPERM), || {
                 "engine none after mmap must refuse MAP with EPERM".into()
@@ -1540,23 +1563,42 @@ impl<'a> Seq<'a> {
         } else if valid {
             match m.flags {
                 uapi::VMALAB_MAP_FIXED => {
-                    if model.overlapping(s, e).is_empty() {
+                    if model.overlapping(s, e).is_empty() && over_budget {
+                        expect(r == Err(libc::ENOMEM), || {
+                            format!(
+                                "FIXED beyond the file's budget ({} regions, {} pages) must fail ENOMEM",
+                                model.regions.len(),
+                                model.pages()
+                            )
+                        })?;
+                    } else if model.overlapping(s, e).is_empty() {
                         expect(
-                            r.is_ok() || (r == Err(libc::ENOMEM) && m.length > 64 << 20),
+                            r.is_ok() || (r == Err(libc::ENOMEM) && m.length > HUGE_REGION),
                             || "FIXED onto free space must succeed".into(),
                         )?;
+                    } else if over_budget {
+                        // The budget is charged before the placement is checked.
+                        expect(r == Err(libc::EEXIST) || r == Err(libc::ENOMEM), || {
+                            format!(
+                                "FIXED over {:x?} beyond the budget must fail EEXIST or ENOMEM",
+                                model.overlapping(s, e)
+                            )
+                        })?;
                     } else {
                         expect(r == Err(libc::EEXIST), || {
                             format!("FIXED over {:x?} must fail EEXIST", model.overlapping(s, e))
                         })?;
                     }
                 }
-                0 if r == Err(libc::ENOMEM) && m.length <= 64 << 20 => {
+                0 if r == Err(libc::ENOMEM) && m.length <= HUGE_REGION && !over_budget => {
                     let gap = model.first_fit(m.length, a);
                     expect(gap.is_none(), || {
                         format!("MAP anywhere: ENOMEM although {gap:x?} is free")
                     })?;
                 }
+                0 if r.is_ok() => expect(!over_budget, || {
+                    "MAP anywhere beyond the file's budget succeeded".into()
+                })?,
                 _ => {}
             }
         }
@@ -1736,8 +1778,7 @@ impl<'a> Seq<'a> {
         expect(self.ep.engine == 0 || i.engine == self.ep.engine, || {
             format!("INFO.engine {} changed from {}", i.engine, self.ep.engine)
         })?;
-        self.ep.engine = i.engine;
-        self.ep.arena_size = i.arena_size;
+        self.saw_info(&i)?;
         Ok(format!("ok: {} regions, {} pages", i.regions, i.pages))
     }
 
