@@ -104,6 +104,9 @@ pub fn suite() -> Vec<Test> {
             delayed_hold_release_is_safe,
             |e| e.id == uapi::VMALAB_ENGINE_RCU,
         ),
+        test("fuzz_sequence", crate::fuzz::fuzz_sequence, 300),
+        test("fuzz_threads_close", crate::fuzz::fuzz_threads_close, 300),
+        test("fuzz_threads_munmap", crate::fuzz::fuzz_threads_munmap, 300),
     ]
 }
 
