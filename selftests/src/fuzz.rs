@@ -19,8 +19,7 @@
 //! the same calls, so a cap just past a failing index reproduces it),
 //! `VMALAB_FUZZ_TRACE=1` (print every call of `fuzz_sequence` with its result and
 //! duration), `VMALAB_FUZZ_HUGE=1` (also issue valid MAPs longer than
-//! [`HUGE_REGION`]), `VMALAB_FUZZ_STRICT=1` (a known bug fails
-//! the test instead of being reported).
+//! [`HUGE_REGION`]).
 
 use crate::{Ctx, Outcome, TestResult};
 use std::{
@@ -184,17 +183,6 @@ fn allowed(call: Call, e: Errno) -> bool {
         .iter()
         .any(|(c, set)| *c == call && set.contains(&e))
 }
-
-/// Module bugs the fuzzer has found and that are still open. Hitting one is reported
-/// (`#   known bug …`) instead of failing the test, so that the suite stays useful
-/// until the module is fixed; `VMALAB_FUZZ_STRICT=1` makes them failures. Remove an
-/// entry when the bug is fixed.
-const KNOWN_BUGS: &[(&str, &str)] = &[(
-    "config-partial-update",
-    "a CONFIG that fails EINVAL (unaligned or too large arena_size) has already \
-         stored the engine it carried (space.rs: config sets setup.engine before checking \
-         the size): the engine created later is that one, although the call failed",
-)];
 
 /// Valid MAPs longer than this (bytes) that fit the file's page budget are only issued
 /// with `VMALAB_FUZZ_HUGE=1`: each allocates up to 128 MiB of page slots, filled one by
@@ -836,7 +824,6 @@ struct Seq<'a> {
     tally: Tally,
     /// kind -> (first message, count)
     notes: BTreeMap<&'static str, (String, u64)>,
-    strict: bool,
     huge: bool,
     trace: bool,
     probes_checked: u64,
@@ -863,7 +850,6 @@ impl<'a> Seq<'a> {
             hist: VecDeque::new(),
             tally: Tally::default(),
             notes: BTreeMap::new(),
-            strict: env_flag("VMALAB_FUZZ_STRICT"),
             huge: env_flag("VMALAB_FUZZ_HUGE"),
             trace: env_flag("VMALAB_FUZZ_TRACE"),
             probes_checked: 0,
@@ -882,20 +868,6 @@ impl<'a> Seq<'a> {
             },
             episodes: 0,
         })
-    }
-
-    /// A known module bug was hit: a note, or a failure under VMALAB_FUZZ_STRICT.
-    fn known_bug(&mut self, id: &'static str, detail: String) -> Check {
-        debug_assert!(KNOWN_BUGS.iter().any(|(k, _)| *k == id));
-        self.note(
-            id,
-            format!("known bug {id} hit at op #{}: {detail}", self.idx),
-        );
-        if self.strict {
-            Err(format!("known bug {id}: {detail}"))
-        } else {
-            Ok(())
-        }
     }
 
     fn lose(&mut self, why: String) {
@@ -972,14 +944,11 @@ impl<'a> Seq<'a> {
         if let (0, Some(w)) = (self.ep.engine, self.ep.want_engine) {
             if i.engine != 0 && i.engine != w {
                 if self.ep.failed_engines.contains(&i.engine) {
-                    self.known_bug(
-                        "config-partial-update",
-                        format!(
-                            "engine {} was created, the last successful CONFIG chose {w}; \
-                             only a failed CONFIG carried {}",
-                            i.engine, i.engine
-                        ),
-                    )?;
+                    return Err(format!(
+                        "engine {} was created, the last successful CONFIG chose {w}; \
+                         only a failed CONFIG carried {}",
+                        i.engine, i.engine
+                    ));
                 } else {
                     return Err(format!(
                         "engine {} was created, the last successful CONFIG chose {w}",
@@ -1402,14 +1371,11 @@ impl<'a> Seq<'a> {
                 if (before.flags, before.arena_size, before.engine)
                     != (after.flags, after.arena_size, after.engine)
                 {
-                    self.known_bug(
-                        "config-partial-update",
-                        format!(
-                            "failed CONFIG {c:x?} changed INFO from {:?} to {:?}",
-                            (before.engine, before.flags, before.arena_size),
-                            (after.engine, after.flags, after.arena_size)
-                        ),
-                    )?;
+                    return Err(format!(
+                        "failed CONFIG {c:x?} changed INFO from {:?} to {:?}",
+                        (before.engine, before.flags, before.arena_size),
+                        (after.engine, after.flags, after.arena_size)
+                    ));
                 }
             }
         }
