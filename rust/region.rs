@@ -7,7 +7,8 @@
 //! all its page slots, before the writer knows where it will go and before it takes
 //! any engine lock.
 
-#![deny(unsafe_code)]
+// One kind of `unsafe` here: installing a region's page (`PteTable::install`), whose
+// safety rests on the ownership rule stated at `Region`.
 
 use crate::{
     backing::Backing,
@@ -23,6 +24,13 @@ use kernel::{
 };
 
 /// One region: a length, a backing and its lazily allocated pages.
+///
+/// Ownership rule (what makes installing its pages sound): a region that was ever
+/// reachable by faults is dropped only after its range was zapped
+/// (`Space::retire`: engine quiesce, zap, then free) or once no arena VMA is left
+/// (`Space::release` runs after the last VMA is closed); regions removed while a
+/// test mutant is armed are parked until then instead. Its pages (owned by its page
+/// slots) therefore outlive every special PTE that maps them.
 pub(crate) struct Region {
     pages: PageSlots,
     backing: Backing,
@@ -73,7 +81,9 @@ impl Region {
             let Some(page) = self.pages.get(pgoff - start) else {
                 continue;
             };
-            match ptes.install(pgoff, &page) {
+            // SAFETY: `page` belongs to this region, which outlives its PTEs (ownership
+            // rule at `Region`).
+            match unsafe { ptes.install(pgoff, &page) } {
                 Ok(_) if pgoff == f.pgoff() => hit = true,
                 Ok(Install::Mapped) => stats.inc(uapi::VMALAB_CTR_FAULT_AROUND),
                 Ok(Install::Present) | Err(_) => {}
@@ -95,7 +105,9 @@ impl Region {
             .backing
             .populate_atomic(&self.pages, f.pgoff() - start, stats)?;
         let ptes = f.lock_ptes()?;
-        ptes.install(f.pgoff(), &page).ok()?;
+        // SAFETY: `page` belongs to this region, which outlives its PTEs (ownership
+        // rule at `Region`).
+        unsafe { ptes.install(f.pgoff(), &page) }.ok()?;
         Some(FaultOutcome::Mapped)
     }
 
@@ -106,7 +118,9 @@ impl Region {
             Ok(page) => page,
             Err(_) => return FaultOutcome::Oom,
         };
-        match f.with_ptes_alloc(|ptes| ptes.install(f.pgoff(), &page)) {
+        // SAFETY: `page` belongs to this region, which outlives its PTEs (ownership
+        // rule at `Region`).
+        match f.with_ptes_alloc(|ptes| unsafe { ptes.install(f.pgoff(), &page) }) {
             Ok(Ok(_)) => FaultOutcome::MappedSlow,
             Ok(Err(_)) | Err(_) => FaultOutcome::Oom,
         }

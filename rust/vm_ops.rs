@@ -252,7 +252,7 @@ impl<'a> Fault<'a> {
 ///
 /// "Install this page here, under the PTE lock, if a check still holds": take the
 /// table ([`Fault::lock_ptes`], [`FaultAround::lock_ptes`] or
-/// [`Fault::with_ptes_alloc`]), check, then [`Self::install`]. A zap of the range
+/// [`Fault::with_ptes_alloc`]), check, then [`Self::install`] (unsafe: see there). A zap of the range
 /// (`zap_vma_range`, `MADV_DONTNEED`) takes the same lock, so it either runs before the
 /// check or removes what was installed.
 ///
@@ -278,8 +278,13 @@ impl PteTable<'_> {
     /// Maps `page` at arena page `pgoff` unless a PTE is already there. `pgoff` must lie
     /// in the same PTE table (2 MiB span) as the faulting page (`EINVAL` otherwise).
     /// Never sleeps.
+    ///
+    /// # Safety
+    ///
+    /// `page` must stay allocated until the PTE installed here is gone: until the range
+    /// is zapped or the arena VMA is destroyed. A special PTE holds no reference.
     #[inline]
-    pub(crate) fn install(&self, pgoff: usize, page: &Page) -> Result<Install> {
+    pub(crate) unsafe fn install(&self, pgoff: usize, page: &Page) -> Result<Install> {
         let fault = self.fault.address();
         let addr =
             fault.wrapping_add(pgoff.wrapping_sub(self.fault.pgoff()) << kernel::page::PAGE_SHIFT);
@@ -292,8 +297,8 @@ impl PteTable<'_> {
         // above), whose entry is `self.pte` (type invariant).
         let pte = unsafe { shim::vmalab_pte_at(self.pte, fault, addr) };
         // SAFETY: The table is locked (type invariant); `addr` is inside the arena VMA
-        // (checked above); `page` is a live page that the caller keeps allocated until
-        // the range is zapped (see the type's documentation).
+        // (checked above); `page` stays allocated until the PTE is zapped (caller's
+        // contract).
         let set = unsafe {
             shim::vmalab_pte_set_special(
                 core::ptr::from_ref(self.fault.vmf).cast(),
