@@ -105,12 +105,15 @@ pub(crate) fn new(id: u32, flags: u32, arena_pages: usize) -> Result<Arc<dyn Eng
     let expedited = flags & uapi::VMALAB_CONFIG_EXPEDITED != 0;
     Ok(match id {
         uapi::VMALAB_ENGINE_RWSEM => {
-            Arc::pin_init(rwsem::RwsemEngine::new(arena_pages), GFP_KERNEL)?
+            Arc::pin_init(rwsem::RwsemEngine::new(arena_pages), GFP_KERNEL_ACCOUNT)?
         }
-        uapi::VMALAB_ENGINE_RCU => {
-            Arc::pin_init(rcu::RcuEngine::new(arena_pages, expedited), GFP_KERNEL)?
+        uapi::VMALAB_ENGINE_RCU => Arc::pin_init(
+            rcu::RcuEngine::new(arena_pages, expedited),
+            GFP_KERNEL_ACCOUNT,
+        )?,
+        uapi::VMALAB_ENGINE_NONE => {
+            Arc::pin_init(none::NoneEngine::new(arena_pages), GFP_KERNEL_ACCOUNT)?
         }
-        uapi::VMALAB_ENGINE_NONE => Arc::pin_init(none::NoneEngine::new(arena_pages), GFP_KERNEL)?,
         _ => return Err(EINVAL),
     })
 }

@@ -118,7 +118,7 @@ impl Space {
                 mutants: Atomic::new(0),
                 graveyard <- new_mutex!(KVec::new(), "vmalab_space_graveyard"),
             }),
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )
     }
 

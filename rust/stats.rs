@@ -30,7 +30,7 @@ impl Stats {
     /// Allocates zeroed counters for every possible CPU.
     pub(crate) fn new() -> Result<Self> {
         let n = nr_cpu_ids() as usize;
-        let mut cpus = KVec::with_capacity(n, GFP_KERNEL)?;
+        let mut cpus = KVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
         for _ in 0..n {
             cpus.push(
                 CpuBlock([const { Atomic::new(0) }; VMALAB_NR_COUNTERS]),
