@@ -18,9 +18,13 @@
 //!   (so every reader that found them has left its read section, and every `Held` made
 //!   from them has been counted), then waits for their user counts to drain.
 //!
+//! The hold/release/drain decisions are `protocol/hold.rs`, shared with the loom model
+//! in `tools/model`; this file supplies the kernel's atomics, mutex and condvar.
+//!
 //! Lock order: this map's `drain` mutex is innermost; it is taken by readers dropping
 //! the last [`Held`] of an entry a writer waits for, and by that writer.
 
+use crate::protocol::hold::{self, DrainWait, HoldWord};
 use core::{marker::PhantomData, ops::Deref, ptr::NonNull};
 use kernel::{
     bindings,
@@ -35,16 +39,11 @@ use kernel::{
     types::Opaque,
 };
 
-/// Bit of [`Node::users`] set by the writer that reclaims the node.
-const DRAINING: u32 = 1 << 31;
-
 /// A map entry: the value plus what the drain protocol needs. Derefs to the value.
 pub(crate) struct Node<T> {
     value: T,
-    /// Readers holding the entry past their RCU read section (low bits), and
-    /// [`DRAINING`] once a writer reclaims it. One word, so that a releasing reader
-    /// learns from its own decrement whether it must wake the writer, and never reads
-    /// the node again: once the count is zero the writer may free it at any moment.
+    /// The hold word (`protocol/hold.rs`): readers holding the entry past their RCU
+    /// read section, and `DRAINING` once a writer reclaims it.
     users: Atomic<u32>,
 }
 
@@ -135,19 +134,46 @@ impl<T: Send + Sync> Deref for Held<'_, T> {
 impl<T: Send + Sync> Drop for Held<'_, T> {
     fn drop(&mut self) {
         // SAFETY: The node is alive until this hold is released (type invariant); the
-        // decrement below is the release, and the last use of `node`.
+        // release below is the last use of it.
         let users = unsafe { &self.node.as_ref().users };
-        // ORDERING: Full: our reads of the node (the fault's use of the value) happen
-        // before the writer, which sees the count drop, frees it.
-        let old = users.fetch_sub(1, Full);
-        // From here on the node may be freed: decide from `old` alone.
+        // From here on the node may be freed: `release` decided from its own
+        // decrement whether the writer waits for us.
+        let wake = hold::release(users);
         self.map.test_release_delay();
-        if old == DRAINING | 1 {
-            // The writer set DRAINING before this decrement and saw holds: it waits
-            // under `drain` (or is about to check under it), so wake it there.
-            let _guard = self.map.drain.lock();
-            self.map.drained.notify_all();
+        if wake {
+            self.map.wake_all();
         }
+    }
+}
+
+/// The kernel side of the hold word: fully ordered RMWs on an `Atomic<u32>`.
+impl HoldWord for Atomic<u32> {
+    fn add_full(&self, v: u32) -> u32 {
+        self.fetch_add(v, Full)
+    }
+
+    fn sub_full(&self, v: u32) -> u32 {
+        self.fetch_sub(v, Full)
+    }
+
+    fn load_acquire(&self) -> u32 {
+        self.load(Acquire)
+    }
+}
+
+/// The kernel side of the drain wait: the map's `drain` mutex and `drained` condvar,
+/// shared by all of its entries (a writer woken for another entry checks again).
+impl<T: Send + Sync> DrainWait for RcuRangeMap<T> {
+    fn wait_until(&self, done: &dyn Fn() -> bool) {
+        let mut guard = self.drain.lock();
+        while !done() {
+            self.drained.wait(&mut guard);
+        }
+    }
+
+    fn wake_all(&self) {
+        let _guard = self.drain.lock();
+        self.drained.notify_all();
     }
 }
 
@@ -282,7 +308,7 @@ impl<T: Send + Sync> RcuRangeMap<T> {
     pub(crate) fn hold(&self, entry: &Node<T>, _guard: &rcu::Guard) -> Held<'_, T> {
         // The node is alive: we are inside the read section in which it was found, and
         // `reclaim` waits a grace period before it looks at `users`.
-        entry.users.fetch_add(1, Full);
+        hold::hold(&entry.users);
         // INVARIANT: the increment above counts this hold.
         Held {
             node: NonNull::from(entry),
@@ -326,16 +352,8 @@ impl<T: Send + Sync> RcuRangeMap<T> {
             // no reader can newly find or hold it; existing holds are counted in
             // `users`, and we free it only once that is zero.
             let node = unsafe { r.node.as_ref() };
-            // ORDERING: Full, pairs with the decrement in `Held::drop`: either this RMW
-            // comes first and the last releaser sees DRAINING (and wakes us under
-            // `drain`), or the releases come first and we see their count.
-            // (An add: DRAINING is set once, above any count, so it acts as an or.)
-            if node.users.fetch_add(DRAINING, Full) != 0 {
+            if hold::drain(&node.users, self) {
                 waits += 1;
-                let mut guard = self.drain.lock();
-                while node.users.load(Acquire) != DRAINING {
-                    self.drained.wait(&mut guard);
-                }
             }
             // SAFETY: Unreachable from the tree, past a grace period and with no holds
             // left: we own the box again (type invariant of `Retired`).
