@@ -15,8 +15,8 @@
 //! - The fault: under RCU, find the entry; fast path: install inside the read section;
 //!   slow path: hold, leave the read section (the sleep), install, release, and wake
 //!   the writer if the release says so.
-//! - The writer: unpublish, grace period, drain the holds (core), zap, free — the
-//!   order of `RcuEngine::unmap` + `Space::retire`.
+//! - The writer: unpublish, grace period, drain the holds (core), free the entry
+//!   (`RcuEngine::unmap` → `RcuRangeMap::reclaim`), then zap (`Space::retire`).
 //!
 //! Checked in every interleaving: no access to a freed entry; once the writer returned
 //! (after its zap), no PTE for the removed region exists; no lost wake-up and no
@@ -166,12 +166,12 @@ impl World {
         }
         if variant == Variant::Module {
             hold::drain(&self.entry, &self.waiter);
-        }
-        *self.pte.lock().unwrap() = false; // zap
-        if variant == Variant::Module {
-            // Mutants park the entry instead (the module keeps it until release).
+            // `RcuRangeMap::reclaim` frees the entry right after its drain (mutants
+            // park it instead, until the file is released).
             self.entry.freed.store(true, SeqCst);
         }
+        // `Space::retire`: the zap, then the region's pages are freed.
+        *self.pte.lock().unwrap() = false;
     }
 }
 
