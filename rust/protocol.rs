@@ -10,3 +10,4 @@
 //! These files depend on `core` only.
 
 pub(crate) mod hold;
+pub(crate) mod reclaim;

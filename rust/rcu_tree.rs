@@ -24,7 +24,10 @@
 //! Lock order: this map's `drain` mutex is innermost; it is taken by readers dropping
 //! the last [`Held`] of an entry a writer waits for, and by that writer.
 
-use crate::protocol::hold::{self, DrainWait, HoldWord};
+use crate::protocol::{
+    hold::{self, DrainWait, HoldWord},
+    reclaim::{self, Reclaimer},
+};
 use core::{marker::PhantomData, ops::Deref, ptr::NonNull};
 use kernel::{
     bindings,
@@ -38,6 +41,7 @@ use kernel::{
     time::{delay::fsleep, Delta},
     types::Opaque,
 };
+pub(crate) use reclaim::Wait;
 
 /// A map entry: the value plus what the drain protocol needs. Derefs to the value.
 pub(crate) struct Node<T> {
@@ -77,19 +81,6 @@ pub(crate) struct RcuRangeMap<T: Send + Sync> {
     #[pin]
     graveyard: Mutex<KVec<Retired<T>>>,
     _owns: PhantomData<KBox<Node<T>>>,
-}
-
-/// How [`RcuRangeMap::reclaim`] waits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Wait {
-    /// `synchronize_rcu()`, then each entry's holds.
-    Normal,
-    /// `synchronize_rcu_expedited()` (IPIs every CPU, shorter), then the holds.
-    Expedited,
-    /// Test mutant: no grace period and no drain (the entries are parked, not freed).
-    MutantSkipGracePeriod,
-    /// Test mutant: a grace period but no drain (the entries are parked, not freed).
-    MutantSkipDrain,
 }
 
 // SAFETY: The maple tree serialises writers with its own spinlock and supports
@@ -319,48 +310,53 @@ impl<T: Send + Sync> RcuRangeMap<T> {
     /// Frees retired entries once no reader can use them: waits for a grace period,
     /// then for each entry's holds to drain, then calls `f` on its value. Returns how
     /// many entries had holds to wait for.
-    pub(crate) fn reclaim(
-        &self,
-        retired: KVec<Retired<T>>,
-        wait: Wait,
-        mut f: impl FnMut(T),
-    ) -> u64 {
+    pub(crate) fn reclaim(&self, retired: KVec<Retired<T>>, wait: Wait, f: impl FnMut(T)) -> u64 {
         if retired.is_empty() {
             return 0;
         }
-        match wait {
-            Wait::Normal => rcu::synchronize_rcu(),
-            // SAFETY: Process context, no locks held: `synchronize_rcu_expedited` may
-            // sleep and has no other requirement.
-            Wait::Expedited => unsafe { bindings::synchronize_rcu_expedited() },
-            Wait::MutantSkipDrain => rcu::synchronize_rcu(),
-            Wait::MutantSkipGracePeriod => {}
+        reclaim::reclaim(&mut MapReclaimer { map: self, f }, retired, wait)
+    }
+}
+
+/// The kernel side of `protocol/reclaim.rs` for a map: its grace periods, its drain
+/// wait, its graveyard, and `f` for the values of freed entries.
+struct MapReclaimer<'m, T: Send + Sync, F: FnMut(T)> {
+    map: &'m RcuRangeMap<T>,
+    f: F,
+}
+
+impl<T: Send + Sync, F: FnMut(T)> Reclaimer for MapReclaimer<'_, T, F> {
+    type Entry = Retired<T>;
+
+    fn grace_period(&mut self, expedited: bool) {
+        if expedited {
+            // SAFETY: Process context, no locks held (the writer's tail): may sleep,
+            // and `synchronize_rcu_expedited` has no other requirement.
+            unsafe { bindings::synchronize_rcu_expedited() };
+        } else {
+            rcu::synchronize_rcu();
         }
-        if matches!(wait, Wait::MutantSkipDrain | Wait::MutantSkipGracePeriod) {
-            // Readers may still use the entries: park them until the map is dropped.
-            let mut graveyard = self.graveyard.lock();
-            for r in retired {
-                // Out of memory in a test mutant: `r` is dropped, which leaks its node
-                // (a `Retired` has no destructor) rather than freeing it.
-                let _ = graveyard.push(r, GFP_KERNEL);
-            }
-            return 0;
-        }
-        let mut waits = 0;
-        for r in retired {
-            // SAFETY: `r.node` left the tree before the grace period that just ended, so
-            // no reader can newly find or hold it; existing holds are counted in
-            // `users`, and we free it only once that is zero.
-            let node = unsafe { r.node.as_ref() };
-            if hold::drain(&node.users, self) {
-                waits += 1;
-            }
-            // SAFETY: Unreachable from the tree, past a grace period and with no holds
-            // left: we own the box again (type invariant of `Retired`).
-            let node = unsafe { KBox::from_raw(r.node.as_ptr()) };
-            f(KBox::into_inner(node).value);
-        }
-        waits
+    }
+
+    fn drain(&mut self, r: &Retired<T>) -> bool {
+        // SAFETY: `r.node` left the tree before the grace period that just ended, so no
+        // reader can newly find or hold it; it is freed only after this drain.
+        let node = unsafe { r.node.as_ref() };
+        hold::drain(&node.users, self.map)
+    }
+
+    fn free(&mut self, r: Retired<T>) {
+        // SAFETY: Unreachable from the tree, past a grace period and with no holds left
+        // (`reclaim.rs` frees only after `drain`): we own the box again (type invariant
+        // of `Retired`).
+        let node = unsafe { KBox::from_raw(r.node.as_ptr()) };
+        (self.f)(KBox::into_inner(node).value);
+    }
+
+    fn park(&mut self, r: Retired<T>) {
+        // Out of memory in a test mutant: `r` is dropped, which leaks its node (a
+        // `Retired` has no destructor) rather than freeing it.
+        let _ = self.map.graveyard.lock().push(r, GFP_KERNEL);
     }
 }
 

@@ -15,16 +15,17 @@
 //! - The fault: under RCU, find the entry; fast path: install inside the read section;
 //!   slow path: hold, leave the read section (the sleep), install, release, and wake
 //!   the writer if the release says so.
-//! - The writer: unpublish, grace period, drain the holds (core), free the entry
-//!   (`RcuEngine::unmap` → `RcuRangeMap::reclaim`), then zap (`Space::retire`).
+//! - The writer: unpublish, then the module's reclaim order (`rust/protocol/reclaim.rs`:
+//!   grace period, then per entry drain the holds and free it; the mutants skip parts
+//!   and park the entry), then zap (`Space::retire`).
 //!
 //! Checked in every interleaving: no access to a freed entry; once the writer returned
 //! (after its zap), no PTE for the removed region exists; no lost wake-up and no
 //! deadlock (loom fails a model whose threads all block).
 //!
-//! Not modelled: the maple tree's internals (its RCU safety is the kernel's), the
-//! order of the writer's steps is written here again rather than shared (the next
-//! step of issue 14), memory orderings weaker than SeqCst (loom's atomics are given
+//! Not modelled: the maple tree's internals (its RCU safety is the kernel's); the
+//! unpublish and the zap around the shared reclaim are written here again (they are
+//! one call each in the module); memory orderings weaker than SeqCst (loom's atomics are given
 //! the kernel's `Full` and `Acquire` as SeqCst/Acquire), several entries sharing one
 //! condvar.
 
@@ -35,8 +36,12 @@ use loom::thread;
 #[path = "../../../rust/protocol/hold.rs"]
 #[allow(dead_code)]
 mod hold;
+#[path = "../../../rust/protocol/reclaim.rs"]
+#[allow(dead_code)]
+mod reclaim;
 
 use hold::{DrainWait, HoldWord};
+use reclaim::{Reclaimer, Wait};
 
 /// One map entry's memory: the hold word, plus whether the writer freed it.
 struct Entry {
@@ -89,17 +94,6 @@ impl DrainWait for Waiter {
         let _guard = self.lock.lock().unwrap();
         self.cv.notify_all();
     }
-}
-
-/// What the writer skips (the selftests' mutants) or which release it runs.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Variant {
-    /// The module as it is.
-    Module,
-    /// `VMALAB_MUTANT_SKIP_GRACE_PERIOD`: no grace period, no drain.
-    SkipGracePeriod,
-    /// `VMALAB_MUTANT_SKIP_DRAIN`: a grace period, no drain.
-    SkipDrain,
 }
 
 struct World {
@@ -158,26 +152,41 @@ impl World {
         }
     }
 
-    /// The writer's UNMAP of the region, then the check that it left no PTE behind.
-    fn unmap(&self, variant: Variant) {
+    /// The writer's UNMAP of the region: unpublish, reclaim (the module's code), zap.
+    fn unmap(&self, wait: Wait) {
         self.published.store(false, SeqCst);
-        if variant != Variant::SkipGracePeriod {
-            self.synchronize_rcu();
-        }
-        if variant == Variant::Module {
-            hold::drain(&self.entry, &self.waiter);
-            // `RcuRangeMap::reclaim` frees the entry right after its drain (mutants
-            // park it instead, until the file is released).
-            self.entry.freed.store(true, SeqCst);
-        }
+        reclaim::reclaim(&mut ModelReclaimer { world: self }, [&self.entry], wait);
         // `Space::retire`: the zap, then the region's pages are freed.
         *self.pte.lock().unwrap() = false;
     }
 }
 
+/// The model's side of `reclaim.rs`.
+struct ModelReclaimer<'a> {
+    world: &'a World,
+}
+
+impl<'a> Reclaimer for ModelReclaimer<'a> {
+    type Entry = &'a Entry;
+
+    fn grace_period(&mut self, _expedited: bool) {
+        self.world.synchronize_rcu();
+    }
+
+    fn drain(&mut self, entry: &&'a Entry) -> bool {
+        hold::drain(*entry, &self.world.waiter)
+    }
+
+    fn free(&mut self, entry: &'a Entry) {
+        entry.freed.store(true, SeqCst);
+    }
+
+    fn park(&mut self, _entry: &'a Entry) {}
+}
+
 /// Runs `readers` faults (slow or fast) against one UNMAP; checks after the writer
 /// returned and every thread finished that no PTE survived.
-fn run(readers: &'static [bool], variant: Variant, release: fn(&Entry) -> bool) {
+fn run(readers: &'static [bool], wait: Wait, release: fn(&Entry) -> bool) {
     let mut builder = loom::model::Builder::new();
     // One reader: exhaustive (milliseconds; a bound of 3 preemptions would miss the
     // use-after-free below, since lock operations count). Two readers: bounded to 4
@@ -192,7 +201,7 @@ fn run(readers: &'static [bool], variant: Variant, release: fn(&Entry) -> bool) 
                 thread::spawn(move || w.fault(slow, release))
             })
             .collect();
-        w.unmap(variant);
+        w.unmap(wait);
         for t in threads {
             t.join().unwrap();
         }
@@ -209,22 +218,22 @@ fn module_release(e: &Entry) -> bool {
 
 #[test]
 fn fast_path_fault_vs_unmap() {
-    run(&[false], Variant::Module, module_release);
+    run(&[false], Wait::Normal, module_release);
 }
 
 #[test]
 fn slow_path_fault_vs_unmap() {
-    run(&[true], Variant::Module, module_release);
+    run(&[true], Wait::Normal, module_release);
 }
 
 #[test]
 fn two_slow_faults_vs_unmap() {
-    run(&[true, true], Variant::Module, module_release);
+    run(&[true, true], Wait::Normal, module_release);
 }
 
 #[test]
 fn fast_and_slow_faults_vs_unmap() {
-    run(&[false, true], Variant::Module, module_release);
+    run(&[false, true], Wait::Normal, module_release);
 }
 
 // Negative controls: the checker must find each of these.
@@ -241,17 +250,17 @@ fn release_before_issue_8(e: &Entry) -> bool {
 #[test]
 #[should_panic(expected = "use after free")]
 fn negative_release_before_issue_8_is_a_use_after_free() {
-    run(&[true], Variant::Module, release_before_issue_8);
+    run(&[true], Wait::Normal, release_before_issue_8);
 }
 
 #[test]
 #[should_panic(expected = "survived the writer's zap")]
 fn negative_skip_grace_period_leaves_a_pte() {
-    run(&[false], Variant::SkipGracePeriod, module_release);
+    run(&[false], Wait::MutantSkipGracePeriod, module_release);
 }
 
 #[test]
 #[should_panic(expected = "survived the writer's zap")]
 fn negative_skip_drain_leaves_a_pte() {
-    run(&[true], Variant::SkipDrain, module_release);
+    run(&[true], Wait::MutantSkipDrain, module_release);
 }
