@@ -1,5 +1,6 @@
-//! The `rcu` engine's fault-versus-unmap protocol under loom, with the module's own
-//! hold/release/drain core (`rust/protocol/hold.rs`).
+//! The `rcu` engine's fault-versus-UNMAP and fault-versus-REPLACE protocol under loom,
+//! with the module's own hold/release/drain core (`rust/protocol/hold.rs`) and
+//! reclaim order (`rust/protocol/reclaim.rs`).
 //!
 //! Modelled, for one region (one map entry and one page):
 //! - RCU: a read section holds a reader-writer lock for read; `synchronize_rcu` takes
@@ -20,8 +21,9 @@
 //!   and park the entry), then zap (`Space::retire`).
 //!
 //! Checked in every interleaving: no access to a freed entry; once the writer returned
-//! (after its zap), no PTE for the removed region exists; no lost wake-up and no
-//! deadlock (loom fails a model whose threads all block).
+//! (after its zap), no PTE for the removed (or replaced) region exists; a fault maps
+//! the page of the region the map held when it looked (old or new, never a freed
+//! one); no lost wake-up and no deadlock (loom fails a model whose threads all block).
 //!
 //! Not modelled: the maple tree's internals (its RCU safety is the kernel's); the
 //! unpublish and the zap around the shared reclaim are written here again (they are
@@ -263,4 +265,115 @@ fn negative_skip_grace_period_leaves_a_pte() {
 #[should_panic(expected = "survived the writer's zap")]
 fn negative_skip_drain_leaves_a_pte() {
     run(&[true], Wait::MutantSkipDrain, module_release);
+}
+
+/// REPLACE: the writer swaps region A for region B in one store; a fault resolves
+/// against A or B (whichever the map held when it looked) or finds nothing, and once
+/// the writer returned no PTE maps A's page. B's PTE may stay (it is current).
+struct Replace {
+    rcu: RwLock<()>,
+    /// Which region the map holds: 0 = A, 1 = B.
+    current: AtomicU32,
+    entries: [Entry; 2],
+    waiter: Waiter,
+    /// The PTE of the faulting address: which region's page it maps, if any.
+    pte: Mutex<Option<u32>>,
+}
+
+impl Replace {
+    fn fault(&self, slow: bool) {
+        let read_section = self.rcu.read().unwrap();
+        let r = self.current.load(SeqCst);
+        let e = &self.entries[r as usize];
+        if slow {
+            hold::hold(e);
+            drop(read_section);
+            e.touch();
+            *self.pte.lock().unwrap() = Some(r);
+            if hold::release(e) {
+                self.waiter.wake_all();
+            }
+        } else {
+            e.touch();
+            *self.pte.lock().unwrap() = Some(r);
+            drop(read_section);
+        }
+    }
+
+    fn replace(&self, wait: Wait) {
+        self.current.store(1, SeqCst); // one mtree_store_range: A → B
+        let mut reclaimer = ReplaceReclaimer { world: self };
+        reclaim::reclaim(&mut reclaimer, [&self.entries[0]], wait);
+        *self.pte.lock().unwrap() = None; // Space::retire zaps the replaced range
+    }
+}
+
+struct ReplaceReclaimer<'a> {
+    world: &'a Replace,
+}
+
+impl<'a> Reclaimer for ReplaceReclaimer<'a> {
+    type Entry = &'a Entry;
+
+    fn grace_period(&mut self, _expedited: bool) {
+        drop(self.world.rcu.write().unwrap());
+    }
+
+    fn drain(&mut self, entry: &&'a Entry) -> bool {
+        hold::drain(*entry, &self.world.waiter)
+    }
+
+    fn free(&mut self, entry: &'a Entry) {
+        entry.freed.store(true, SeqCst);
+    }
+
+    fn park(&mut self, _entry: &'a Entry) {}
+}
+
+fn run_replace(slow: bool, wait: Wait) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = None;
+    builder.check(move || {
+        let entry = || Entry {
+            word: AtomicU32::new(0),
+            freed: AtomicBool::new(false),
+        };
+        let w = Arc::new(Replace {
+            rcu: RwLock::new(()),
+            current: AtomicU32::new(0),
+            entries: [entry(), entry()],
+            waiter: Waiter {
+                lock: Mutex::new(()),
+                cv: Condvar::new(),
+            },
+            pte: Mutex::new(None),
+        });
+        let reader = {
+            let w = w.clone();
+            thread::spawn(move || w.fault(slow))
+        };
+        w.replace(wait);
+        reader.join().unwrap();
+        assert_ne!(
+            *w.pte.lock().unwrap(),
+            Some(0),
+            "a PTE of the replaced region survived the writer's zap"
+        );
+    });
+}
+
+#[test]
+fn fast_path_fault_vs_replace() {
+    run_replace(false, Wait::Normal);
+}
+
+#[test]
+fn slow_path_fault_vs_replace() {
+    run_replace(true, Wait::Normal);
+}
+
+#[test]
+#[should_panic(expected = "survived the writer's zap")]
+fn negative_replace_skip_drain_leaves_a_pte_of_the_old_region() {
+    run_replace(true, Wait::MutantSkipDrain);
 }
