@@ -13,16 +13,18 @@
 //!   rest of its read section without touching any shared line.
 //! - A reader that must sleep converts the entry into a [`Held`] before leaving the
 //!   read section: one atomic increment of the entry's user count.
-//! - A writer removes entries ([`RcuRangeMap::store`], [`RcuRangeMap::erase`]) and gets
-//!   them back only through [`RcuRangeMap::reclaim`], which waits for a grace period
-//!   (so every reader that found them has left its read section, and every `Held` made
-//!   from them has been counted), then waits for their user counts to drain.
+//! - A writer removes entries ([`RcuRangeMap::store`], [`RcuRangeMap::erase_all`]) and
+//!   gets them back only through [`RcuRangeMap::reclaim`], which waits for a grace
+//!   period (so every reader that found them has left its read section, and every
+//!   `Held` made from them has been counted), then waits for their user counts to drain.
 //!
-//! The hold/release/drain decisions are `protocol/hold.rs`, shared with the loom model
-//! in `tools/model`; this file supplies the kernel's atomics, mutex and condvar.
+//! The hold/release/drain decisions are `protocol/hold.rs` and the reclaim order is
+//! `protocol/reclaim.rs`, both shared with the loom model in `tools/model`; this file
+//! supplies the kernel's atomics, mutex, condvar, grace periods and memory.
 //!
-//! Lock order: this map's `drain` mutex is innermost; it is taken by readers dropping
-//! the last [`Held`] of an entry a writer waits for, and by that writer.
+//! Lock order: this map's `drain` and `graveyard` mutexes are innermost; `drain` is
+//! taken by readers dropping the last [`Held`] of an entry a writer waits for, and by
+//! that writer.
 
 use crate::protocol::{
     hold::{self, DrainWait, HoldWord},
