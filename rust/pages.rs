@@ -132,11 +132,11 @@ impl Drop for PageSlots {
             }
             let p = slot.load(Relaxed);
             if !p.is_null() {
-                // SAFETY: The array owns the one reference to each installed page (type
-                // invariant) and nobody can reach the slots any more (`&mut self`).
                 // PTEs map the page without a reference (special PTEs, see
                 // `vm_ops::PteTable`): the owner of a region drops it only after its
                 // range was zapped or the arena VMA is gone.
+                // SAFETY: We own the one reference to this page (type invariant) and
+                // nobody can reach the slots any more (`&mut self`).
                 unsafe { bindings::__free_pages(p, 0) };
             }
         }

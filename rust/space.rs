@@ -128,11 +128,6 @@ impl Space {
             return Ok(&**e);
         }
         let setup = self.setup.lock();
-        self.engine_locked(&setup)
-    }
-
-    /// [`Self::engine`] with `setup` already held. Creates nothing on error.
-    fn engine_locked(&self, setup: &Setup) -> Result<&dyn Engine> {
         if self.engine.as_ref().is_none() {
             if setup.arena_pages == 0 {
                 return Err(EINVAL); // No arena size yet: configure or mmap first.
@@ -140,21 +135,22 @@ impl Space {
             let e = engine::new(setup.engine, setup.flags, setup.arena_pages)?;
             self.engine.populate(e);
         }
+        drop(setup);
         self.engine.as_ref().map(|e| &**e).ok_or(EINVAL)
     }
 
     /// Charges a new region of `npages` against the file's limits (`ENOMEM` beyond).
     fn charge(&self, npages: usize) -> Result {
         let max_pages = uapi::VMALAB_MAX_REGION_PAGES as usize;
+        if npages > max_pages {
+            return Err(ENOMEM);
+        }
         if self.regions.fetch_add(1, Relaxed) >= uapi::VMALAB_MAX_REGIONS as usize {
             self.regions.fetch_sub(1, Relaxed);
             return Err(ENOMEM);
         }
-        if npages > max_pages || self.region_pages.fetch_add(npages, Relaxed) > max_pages - npages {
-            if npages <= max_pages {
-                self.region_pages.fetch_sub(npages, Relaxed);
-            }
-            self.regions.fetch_sub(1, Relaxed);
+        if self.region_pages.fetch_add(npages, Relaxed) > max_pages - npages {
+            self.uncharge(npages);
             return Err(ENOMEM);
         }
         Ok(())

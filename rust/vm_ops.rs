@@ -228,10 +228,10 @@ impl<'a> Fault<'a> {
             f: Some(f),
             out: None,
         };
-        // SAFETY: The VMA is read-locked (type invariant), so its `vm_mm` is alive and
-        // the range (one page of the VMA) may have page tables allocated by a fault;
-        // we are in `->fault`'s process context (caller's contract), where allocating
-        // may sleep. `one` matches `pte_fn_t` and `call` outlives the call.
+        // We are in `->fault`'s process context (caller's contract), where allocating a
+        // page table may sleep; the range is one page of the VMA.
+        // SAFETY: The VMA is read-locked (type invariant), so `vm_mm` is alive; `one`
+        // matches `pte_fn_t` and `call` outlives the call.
         let ret = unsafe {
             bindings::apply_to_page_range(
                 (*self.vmf.__bindgen_anon_1.vma).vm_mm,
