@@ -1339,7 +1339,7 @@ fn limits_and_huge_sizes(ctx: &Ctx) -> TestResult {
     ));
     t(expect_errno(
         "arena of u64::MAX & page mask",
-        dev.config(ctx.engine.id, !(p - 1)),
+        dev.config(other, !(p - 1)),
         libc::EINVAL,
     ));
     t(
