@@ -20,14 +20,16 @@
 //! - A fault may only install a PTE for a region that was in the set at some instant
 //!   during the fault (no resurrection of a removed region's page).
 //!
-//! Writers ([`Engine::map`], [`Engine::unmap`]; process context, may sleep, serialised
-//! among themselves by the engine):
-//! - The new region set becomes visible atomically to faults that start after the
-//!   change is published; faults in flight may still see the old set.
-//! - On return, the engine hands back the regions it removed, and guarantees that no
-//!   fault — in flight or future — can still install a PTE that maps one of their pages.
-//!   The caller (`Space`) then zaps the range and drops the regions, which frees their
-//!   pages. Hence, once the ioctl returns, no thread can reach an old page.
+//! Writers (process context, may sleep, serialised among themselves by the engine)
+//! follow the order of `protocol/writer.rs`, which `Space` runs:
+//! - [`Engine::publish_map`] / [`Engine::publish_unmap`]: the new region set becomes
+//!   visible atomically to faults that start after the change is published; faults in
+//!   flight may still see the old set. The regions taken out are handed back as
+//!   [`Unpublished`].
+//! - [`Engine::quiesce`]: on return, no fault — in flight or future — can still install
+//!   a PTE that maps a page of an unpublished region.
+//! - `Space` then zaps the range and drops the regions, which frees their pages. Hence,
+//!   once the ioctl returns, no thread can reach an old page.
 //!
 //! Lock order (all engines): the kernel's `mmap_lock` / per-VMA lock → engine locks.
 //! Writers never take `mmap_lock` while holding an engine lock.
@@ -39,12 +41,48 @@ pub(crate) mod rcu;
 pub(crate) mod rwsem;
 
 use crate::{
+    rcu_tree::Retired,
     region::{Placement, Region},
     stats::Stats,
     uapi,
     vm_ops::{Fault, FaultAround, FaultOutcome},
 };
 use kernel::{prelude::*, sync::Arc};
+
+/// What an RCU-readable map of regions holds for each region (engines whose faults
+/// look regions up under RCU).
+pub(crate) struct Slot {
+    /// The region's first page.
+    pub(crate) start: usize,
+    pub(crate) region: Arc<Region>,
+}
+
+/// What a writer's publish took out of the region set, until it is freed
+/// (`protocol/writer.rs`).
+pub(crate) struct Unpublished {
+    /// Where the operation placed its region (MAP) or began (UNMAP), in pages.
+    pub(crate) start: usize,
+    /// End of the operation's range: `[start, end)` is zapped if `regions` is not empty.
+    pub(crate) end: usize,
+    /// The regions taken out; freed (with their pages) after the zap.
+    pub(crate) regions: KVec<Arc<Region>>,
+    /// Their entries in an RCU-readable map, which faults may still be using; the
+    /// engine's [`Engine::quiesce`] reclaims them (and must: a [`Retired`] left here
+    /// leaks its entry rather than free what a reader may hold).
+    pub(crate) entries: KVec<Retired<Slot>>,
+}
+
+impl Unpublished {
+    /// Nothing taken out yet, for an operation on `[start, end)`.
+    pub(crate) fn new(start: usize, end: usize) -> Self {
+        Self {
+            start,
+            end,
+            regions: KVec::new(),
+            entries: KVec::new(),
+        }
+    }
+}
 
 /// A synchronisation design for one address space's region set.
 pub(crate) trait Engine: Send + Sync {
@@ -57,25 +95,24 @@ pub(crate) trait Engine: Send + Sync {
     /// Slow path, may sleep: resolves the fault.
     fn fault(&self, f: &Fault<'_>, stats: &Stats) -> FaultOutcome;
 
-    /// Inserts `region` at `placement`. Returns its start and appends the regions it
-    /// replaced to `removed` (quiesced, see the contract).
-    fn map(
+    /// Writer step 1 of a MAP (`protocol/writer.rs`): inserts `region` at
+    /// `placement`, taking out the regions a `Replace` displaces. On error nothing
+    /// changed.
+    fn publish_map(
         &self,
         region: Arc<Region>,
         placement: Placement,
-        removed: &mut KVec<Arc<Region>>,
         stats: &Stats,
-    ) -> Result<usize>;
+    ) -> Result<Unpublished>;
 
-    /// Removes the regions inside `[start, end)` (pages), appending them to `removed`
-    /// (quiesced, see the contract).
-    fn unmap(
-        &self,
-        start: usize,
-        end: usize,
-        removed: &mut KVec<Arc<Region>>,
-        stats: &Stats,
-    ) -> Result;
+    /// Writer step 1 of an UNMAP: takes out the regions inside `[start, end)` (pages).
+    /// On error nothing changed.
+    fn publish_unmap(&self, start: usize, end: usize, stats: &Stats) -> Result<Unpublished>;
+
+    /// Writer step 2: returns once no fault, in flight or future, can install a PTE for
+    /// a region of `unpublished` (see the contract). The default is for engines whose
+    /// publish already excluded every fault (a lock every fault holds).
+    fn quiesce(&self, _unpublished: &mut Unpublished, _stats: &Stats) {}
 
     /// Test hook (`VMALAB_IOC_TEST_HOOKS`): arms mutants and delays. `EINVAL` for any
     /// the engine does not have. Mutants must stay memory-safe (see `uapi.rs`).

@@ -10,4 +10,6 @@
 //! These files depend on `core` only.
 
 pub(crate) mod hold;
+pub(crate) mod rcu_fault;
 pub(crate) mod reclaim;
+pub(crate) mod writer;

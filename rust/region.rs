@@ -26,8 +26,8 @@ use kernel::{
 /// One region: a length, a backing and its lazily allocated pages.
 ///
 /// Ownership rule (what makes installing its pages sound): a region that was ever
-/// reachable by faults is dropped only after its range was zapped
-/// (`Space::retire`: engine quiesce, zap, then free) or once no arena VMA is left
+/// reachable by faults is dropped only after its range was zapped (the writer order
+/// of `protocol/writer.rs`: engine quiesce, zap, then free) or once no arena VMA is left
 /// (`Space::release` runs after the last VMA is closed); regions removed while a
 /// test mutant is armed are parked until then instead. Its pages (owned by its page
 /// slots) therefore outlive every special PTE that maps them.

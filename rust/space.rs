@@ -4,9 +4,10 @@
 //!
 //! A space has a configuration (engine, arena size), at most one arena mapping, an
 //! engine holding its regions, and per-CPU counters. It validates every ioctl argument
-//! (alignment, overflow, arena bounds) before any engine sees it, and performs the
-//! writer steps common to all engines: allocate the region before any engine lock,
-//! let the engine publish and quiesce, then zap the range and free old pages.
+//! (alignment, overflow, arena bounds) before any engine sees it, and runs every writer
+//! operation in the order of `protocol/writer.rs`: allocate the region before any
+//! engine lock, let the engine publish and quiesce, then zap the range and free old
+//! pages.
 //!
 //! Limits (per file, see `uapi.rs`): at most `VMALAB_MAX_REGIONS` regions spanning at
 //! most `VMALAB_MAX_REGION_PAGES` pages (`ENOMEM` beyond, as `mmap` answers), in an
@@ -21,7 +22,8 @@
 
 use crate::{
     backing::Backing,
-    engine::{self, Engine},
+    engine::{self, Engine, Unpublished},
+    protocol::writer::{self, Writer, Zap},
     region::{push_reserved, Placement, Region},
     stats::Stats,
     uapi,
@@ -77,6 +79,86 @@ pub(crate) struct Space {
     /// once no arena VMA is left.
     #[pin]
     graveyard: Mutex<KVec<Arc<Region>>>,
+}
+
+/// A writer operation's publish step.
+enum Op {
+    /// MAP a region (taken by the publish) at a placement.
+    Map(Option<Arc<Region>>, Placement),
+    /// UNMAP `[start, end)` (pages).
+    Unmap(usize, usize),
+}
+
+/// One writer operation: the space's and the engine's sides of `protocol/writer.rs`.
+struct WriterOp<'a> {
+    space: &'a Space,
+    engine: &'a dyn Engine,
+    op: Op,
+    /// `VMALAB_MUTANT_*` bits armed when the operation began.
+    mutants: u32,
+    /// Where the publish placed or began the operation (pages).
+    start: usize,
+}
+
+impl<'a> WriterOp<'a> {
+    fn new(space: &'a Space, engine: &'a dyn Engine, op: Op) -> Self {
+        Self {
+            space,
+            engine,
+            op,
+            mutants: space.mutants.load(Relaxed),
+            start: 0,
+        }
+    }
+
+    /// Runs the operation (`protocol/writer.rs`), without the zap if that mutant is
+    /// armed.
+    fn run(&mut self) -> Result {
+        let zap = if self.mutants & uapi::VMALAB_MUTANT_SKIP_ZAP != 0 {
+            Zap::MutantSkip
+        } else {
+            Zap::Normal
+        };
+        writer::write(self, zap)
+    }
+}
+
+impl Writer for WriterOp<'_> {
+    type Unpublished = Unpublished;
+    type Error = Error;
+
+    fn publish(&mut self) -> Result<Unpublished> {
+        let stats = &self.space.stats;
+        let out = match &mut self.op {
+            Op::Map(region, placement) => {
+                let region = region.take().ok_or(EINVAL)?;
+                self.engine.publish_map(region, *placement, stats)?
+            }
+            Op::Unmap(start, end) => self.engine.publish_unmap(*start, *end, stats)?,
+        };
+        self.start = out.start;
+        Ok(out)
+    }
+
+    fn quiesce(&mut self, unpublished: &mut Unpublished) {
+        self.engine.quiesce(unpublished, &self.space.stats);
+    }
+
+    fn zap(&mut self, unpublished: &Unpublished) {
+        if !unpublished.regions.is_empty() {
+            self.space.zap(unpublished.start, unpublished.end);
+        }
+    }
+
+    fn free(&mut self, unpublished: Unpublished) {
+        if matches!(self.op, Op::Map(..)) && !unpublished.regions.is_empty() {
+            self.space
+                .stats
+                .add(uapi::VMALAB_CTR_REPLACED, unpublished.regions.len() as u64);
+        }
+        self.space
+            .free_unpublished(unpublished.regions, self.mutants);
+    }
 }
 
 /// Converts a byte count to pages, requiring page alignment.
@@ -284,24 +366,21 @@ impl Space {
             _ => return Err(EINVAL),
         };
         self.charge(npages)?;
-        let mut removed = KVec::new();
-        let start = match Region::new(npages, backing)
-            .and_then(|region| engine.map(region, placement, &mut removed, &self.stats))
-        {
-            Ok(start) => start,
+        let region = match Region::new(npages, backing) {
+            Ok(region) => region,
             Err(e) => {
                 self.uncharge(npages);
                 return Err(e);
             }
         };
-        if !removed.is_empty() {
-            self.stats
-                .add(uapi::VMALAB_CTR_REPLACED, removed.len() as u64);
-            self.retire(start, start + npages, removed);
+        let mut op = WriterOp::new(self, engine, Op::Map(Some(region), placement));
+        if let Err(e) = op.run() {
+            self.uncharge(npages);
+            return Err(e);
         }
         self.stats.inc(uapi::VMALAB_CTR_MAP);
         self.account_writer(t0);
-        m.offset = (start as u64) << PAGE_SHIFT;
+        m.offset = (op.start as u64) << PAGE_SHIFT;
         Ok(())
     }
 
@@ -311,18 +390,15 @@ impl Space {
         let engine = self.engine()?;
         let arena_pages = self.setup.lock().arena_pages;
         let (start, end) = range_of(u.offset, u.length, arena_pages)?;
-        let mut removed = KVec::new();
-        engine.unmap(start, end, &mut removed, &self.stats)?;
-        self.retire(start, end, removed);
+        let mut op = WriterOp::new(self, engine, Op::Unmap(start, end));
+        op.run()?;
         self.stats.inc(uapi::VMALAB_CTR_UNMAP);
         self.account_writer(t0);
         Ok(())
     }
 
-    /// Writer tail shared by unmap and replace: the engine has quiesced `removed`
-    /// (engine contract), so zap `[start, end)` and free the old pages.
-    fn retire(&self, start: usize, end: usize, removed: KVec<Arc<Region>>) {
-        let mutants = self.mutants.load(Relaxed);
+    /// Writer step 3 (`protocol/writer.rs`): zaps the arena's PTEs in `[start, end)`.
+    fn zap(&self, start: usize, end: usize) {
         let arena = self
             .setup
             .lock()
@@ -330,32 +406,34 @@ impl Space {
             .as_ref()
             .map(|a| (a.mm.clone(), a.start));
         if let Some((mm, arena_start)) = arena {
-            if mutants & uapi::VMALAB_MUTANT_SKIP_ZAP == 0
-                && vm_ops::zap(
-                    &mm,
-                    arena_start,
-                    self,
-                    start << PAGE_SHIFT,
-                    (end - start) << PAGE_SHIFT,
-                )
-            {
+            if vm_ops::zap(
+                &mm,
+                arena_start,
+                self,
+                start << PAGE_SHIFT,
+                (end - start) << PAGE_SHIFT,
+            ) {
                 self.stats.inc(uapi::VMALAB_CTR_ZAP);
             }
         }
-        if mutants != 0 {
-            // Their pages may still be mapped: keep them until the space goes.
-            self.count_freed(&removed);
-            let mut graveyard = self.graveyard.lock();
-            if graveyard.reserve(removed.len(), GFP_KERNEL).is_err() {
-                core::mem::forget(removed); // Test mutant out of memory: leak, never free.
-                return;
-            }
-            for r in removed {
-                push_reserved(&mut graveyard, r);
-            }
+    }
+
+    /// Writer step 4: frees the regions a writer took out — or, while a test mutant
+    /// is armed, keeps them until the space goes (their pages may still be mapped).
+    fn free_unpublished(&self, removed: KVec<Arc<Region>>, mutants: u32) {
+        if mutants == 0 {
+            self.free(removed);
             return;
         }
-        self.free(removed);
+        self.count_freed(&removed);
+        let mut graveyard = self.graveyard.lock();
+        if graveyard.reserve(removed.len(), GFP_KERNEL).is_err() {
+            core::mem::forget(removed); // Test mutant out of memory: leak, never free.
+            return;
+        }
+        for r in removed {
+            push_reserved(&mut graveyard, r);
+        }
     }
 
     /// Accounts regions as freed: counters and the file's limits.

@@ -260,7 +260,7 @@ impl<'a> Fault<'a> {
 /// `VM_MIXEDMAP` VMA `vm_normal_page()` returns no page for them, so they carry no rmap
 /// and no page reference, GUP refuses them, and zap drops them without touching the
 /// page. Hence a region's pages may only be freed after the range is zapped (the
-/// writer's order in `Space::retire`) or the arena VMA is gone (`Space::release`).
+/// writer order of `protocol/writer.rs`) or the arena VMA is gone (`Space::release`).
 ///
 /// # Invariants
 ///

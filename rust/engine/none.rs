@@ -15,7 +15,7 @@
 #![deny(unsafe_code)]
 
 use crate::{
-    engine::Engine,
+    engine::{Engine, Unpublished},
     region::{Placement, Region, RegionTree},
     stats::Stats,
     uapi,
@@ -80,33 +80,32 @@ impl Engine for NoneEngine {
         }
     }
 
-    fn map(
+    fn publish_map(
         &self,
         region: Arc<Region>,
         placement: Placement,
-        removed: &mut KVec<Arc<Region>>,
         _stats: &Stats,
-    ) -> Result<usize> {
+    ) -> Result<Unpublished> {
         let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
+        let npages = region.npages();
         let mut setup = self.setup.lock();
         if self.frozen.as_ref().is_some() {
             return Err(EPERM);
         }
-        setup.insert(region, placement, node, removed)
+        let mut out = Unpublished::new(0, 0);
+        out.start = setup.insert(region, placement, node, &mut out.regions)?;
+        out.end = out.start + npages;
+        Ok(out)
     }
 
-    fn unmap(
-        &self,
-        start: usize,
-        end: usize,
-        removed: &mut KVec<Arc<Region>>,
-        _stats: &Stats,
-    ) -> Result {
+    fn publish_unmap(&self, start: usize, end: usize, _stats: &Stats) -> Result<Unpublished> {
         let mut setup = self.setup.lock();
         if self.frozen.as_ref().is_some() {
             return Err(EPERM);
         }
-        setup.remove_range(start, end, removed)
+        let mut out = Unpublished::new(start, end);
+        setup.remove_range(start, end, &mut out.regions)?;
+        Ok(out)
     }
 
     fn freeze(&self) -> Result {

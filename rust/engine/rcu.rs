@@ -15,13 +15,16 @@
 //!   than returning `VM_FAULT_RETRY`: under the per-VMA lock a retry would be redone
 //!   under `mmap_lock` (`arch/x86/mm/fault.c`), the very lock this design avoids.
 //!
-//! Writers (serialised by `writer`, which also owns placement):
+//! The fault's order is `protocol/rcu_fault.rs`, shared with the loom model.
+//!
+//! Writers (serialised by `writer`, which also owns placement; the order is
+//! `protocol/writer.rs`, the wait `protocol/reclaim.rs`, both shared with the model):
 //! 1. publish: one `mtree_store_range`/`mtree_erase` makes the new set visible;
-//! 2. `synchronize_rcu()`: every fast-path fault that could have found an old region
-//!    has finished (a fast-path fault installs its PTE inside its read section);
-//! 3. wait for holds on the old regions to drain: every slow-path fault on them has
-//!    installed its PTE;
-//! 4. return; the caller zaps the range and frees the pages.
+//! 2. quiesce: `synchronize_rcu()` — every fast-path fault that could have found an
+//!    old region has finished (a fast-path fault installs its PTE inside its read
+//!    section) — then wait for holds on the old regions to drain: every slow-path
+//!    fault on them has installed its PTE;
+//! 3. `Space` zaps the range and 4. frees the pages.
 //!
 //! `synchronize_rcu()` sets the writer's latency: not `call_rcu`-deferred freeing,
 //! because the zap must wait for the fast-path readers anyway (their PTEs would
@@ -35,8 +38,9 @@
 #![deny(unsafe_code)]
 
 use crate::{
-    engine::Engine,
-    rcu_tree::{RcuRangeMap, Retired, Wait},
+    engine::{Engine, Slot, Unpublished},
+    protocol::rcu_fault::{self, RcuFault},
+    rcu_tree::{Held, Node, RcuRangeMap, Wait},
     region::{Placement, Region, RegionTree},
     stats::Stats,
     uapi,
@@ -51,12 +55,6 @@ use kernel::{
         rcu, Arc, Mutex,
     },
 };
-
-/// What a fault finds in the map.
-struct Slot {
-    start: usize,
-    region: Arc<Region>,
-}
 
 /// Shared-line writes of one slow-path hold: increment and decrement.
 const HOLD_WRITES: u64 = 2;
@@ -87,13 +85,10 @@ impl RcuEngine {
         })
     }
 
-    /// Steps 2 and 3 of the writer protocol for `retired`.
-    fn quiesce(&self, retired: KVec<Retired<Slot>>, stats: &Stats) {
-        if retired.is_empty() {
-            return;
-        }
+    /// The wait the armed mutants leave of writer step 2.
+    fn wait(&self) -> Wait {
         let mutants = self.mutants.load(Relaxed);
-        let wait = if mutants & uapi::VMALAB_MUTANT_SKIP_GRACE_PERIOD != 0 {
+        if mutants & uapi::VMALAB_MUTANT_SKIP_GRACE_PERIOD != 0 {
             Wait::MutantSkipGracePeriod
         } else if mutants & uapi::VMALAB_MUTANT_SKIP_DRAIN != 0 {
             Wait::MutantSkipDrain
@@ -101,10 +96,53 @@ impl RcuEngine {
             Wait::Expedited
         } else {
             Wait::Normal
-        };
-        stats.inc(uapi::VMALAB_CTR_GRACE_PERIODS);
-        let waits = self.map.reclaim(retired, wait, drop);
-        stats.add(uapi::VMALAB_CTR_REFCOUNT_WAITS, waits);
+        }
+    }
+}
+
+/// One fault's steps for `protocol/rcu_fault.rs`.
+struct RcuFaultSteps<'a, 'f> {
+    engine: &'a RcuEngine,
+    f: &'a Fault<'f>,
+    stats: &'a Stats,
+}
+
+impl<'a> RcuFault for RcuFaultSteps<'a, '_> {
+    type Guard = rcu::Guard;
+    type Found<'g>
+        = &'g Node<Slot>
+    where
+        Self: 'g;
+    type Held = Held<'a, Slot>;
+    type Out = FaultOutcome;
+
+    #[inline]
+    fn read_lock(&self) -> rcu::Guard {
+        rcu::read_lock()
+    }
+
+    #[inline]
+    fn lookup<'g>(&'g self, guard: &'g rcu::Guard) -> Option<&'g Node<Slot>> {
+        self.engine.map.load(self.f.pgoff(), guard)
+    }
+
+    fn missing(&self) -> FaultOutcome {
+        FaultOutcome::SigBus
+    }
+
+    #[inline]
+    fn map_atomic(&self, slot: &&Node<Slot>) -> Option<FaultOutcome> {
+        slot.region.fault_atomic(slot.start, self.f, self.stats)
+    }
+
+    fn hold<'g>(&'g self, slot: &'g Node<Slot>, guard: &'g rcu::Guard) -> Held<'a, Slot> {
+        self.stats.add(uapi::VMALAB_CTR_SHARED_WRITES, HOLD_WRITES);
+        self.engine.map.hold(slot, guard)
+    }
+
+    fn map_held(&self, held: Held<'a, Slot>) -> FaultOutcome {
+        held.region.fault(held.start, self.f, self.stats)
+        // `held` drops here: the hold is released after the install.
     }
 }
 
@@ -123,71 +161,62 @@ impl Engine for RcuEngine {
     }
 
     fn fault(&self, f: &Fault<'_>, stats: &Stats) -> FaultOutcome {
-        let guard = rcu::read_lock();
-        let Some(slot) = self.map.load(f.pgoff(), &guard) else {
-            return FaultOutcome::SigBus;
-        };
-        if let Some(out) = slot.region.fault_atomic(slot.start, f, stats) {
-            return out;
-        }
-        // Must sleep: hold the region, leave the read section.
-        let held = self.map.hold(slot, &guard);
-        stats.add(uapi::VMALAB_CTR_SHARED_WRITES, HOLD_WRITES);
-        drop(guard);
-        held.region.fault(held.start, f, stats)
+        rcu_fault::fault(&RcuFaultSteps {
+            engine: self,
+            f,
+            stats,
+        })
     }
 
-    fn map(
+    fn publish_map(
         &self,
         region: Arc<Region>,
         placement: Placement,
-        removed: &mut KVec<Arc<Region>>,
-        stats: &Stats,
-    ) -> Result<usize> {
+        _stats: &Stats,
+    ) -> Result<Unpublished> {
         let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
         let npages = region.npages();
-        let mut retired = KVec::new();
-        let start = {
-            let mut writer = self.writer.lock();
-            let (start, displaced) = writer.plan_insert(npages, placement)?;
-            removed.reserve(displaced, GFP_KERNEL)?;
-            let slot = Slot {
-                start,
-                region: region.clone(),
-            };
-            // 1. Publish: readers see the old regions or the new one, never a gap.
-            // Nothing after this point can fail.
-            self.map
-                .store(start, start + npages - 1, slot, &mut retired)?;
-            writer.commit_insert(start, region, node, removed);
-            start
+        let mut writer = self.writer.lock();
+        let (start, displaced) = writer.plan_insert(npages, placement)?;
+        let mut out = Unpublished::new(start, start + npages);
+        out.regions.reserve(displaced, GFP_KERNEL)?;
+        let slot = Slot {
+            start,
+            region: region.clone(),
         };
-        self.quiesce(retired, stats);
-        Ok(start)
+        // Readers see the old regions or the new one, never a gap. Nothing after this
+        // point can fail.
+        self.map
+            .store(start, start + npages - 1, slot, &mut out.entries)?;
+        writer.commit_insert(start, region, node, &mut out.regions);
+        Ok(out)
     }
 
-    fn unmap(
-        &self,
-        start: usize,
-        end: usize,
-        removed: &mut KVec<Arc<Region>>,
-        stats: &Stats,
-    ) -> Result {
-        let mut retired = KVec::new();
-        {
-            let mut writer = self.writer.lock();
-            let n = writer.plan_remove(start, end)?;
-            removed.reserve(n, GFP_KERNEL)?;
-            let mut starts = KVec::with_capacity(n, GFP_KERNEL)?;
-            for s in writer.starts_in(start, end) {
-                starts.push(s, GFP_KERNEL)?;
-            }
-            // 1. Publish (allocates first; nothing after the first erase can fail).
-            self.map.erase_all(&starts, &mut retired)?;
-            writer.commit_remove(start, end, removed);
+    fn publish_unmap(&self, start: usize, end: usize, _stats: &Stats) -> Result<Unpublished> {
+        let mut writer = self.writer.lock();
+        let n = writer.plan_remove(start, end)?;
+        let mut out = Unpublished::new(start, end);
+        out.regions.reserve(n, GFP_KERNEL)?;
+        let mut starts = KVec::with_capacity(n, GFP_KERNEL)?;
+        for s in writer.starts_in(start, end) {
+            starts.push(s, GFP_KERNEL)?;
         }
-        self.quiesce(retired, stats);
-        Ok(())
+        // Allocates first: nothing after the first erase can fail.
+        self.map.erase_all(&starts, &mut out.entries)?;
+        writer.commit_remove(start, end, &mut out.regions);
+        Ok(out)
+    }
+
+    fn quiesce(&self, unpublished: &mut Unpublished, stats: &Stats) {
+        let entries = core::mem::take(&mut unpublished.entries);
+        if entries.is_empty() {
+            return;
+        }
+        stats.inc(uapi::VMALAB_CTR_GRACE_PERIODS);
+        // Freeing an entry drops its reference to the region; `unpublished.regions`
+        // keeps the region (and its pages) for the zap.
+        let waits = self.map.reclaim(entries, self.wait(), drop);
+        stats.add(uapi::VMALAB_CTR_REFCOUNT_WAITS, waits);
     }
 
     fn set_test_hooks(&self, hooks: &uapi::VmalabTestHooks) -> Result {

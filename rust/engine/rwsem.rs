@@ -8,16 +8,17 @@
 //! a writer (which takes it for write) waits for all faults in flight and stalls all
 //! new ones. `map_pages` may not sleep, so it only tries the lock.
 //!
-//! Quiescence (engine contract): a fault installs PTEs only while holding the
-//! semaphore for read; a writer removes regions under it for write. When `unmap`
-//! returns, every fault that could have seen a removed region has finished.
+//! Quiescence (engine contract, `protocol/writer.rs`): a fault installs PTEs only while
+//! holding the semaphore for read; a writer's publish removes regions under it for
+//! write. When the publish returns, every fault that could have seen a removed region
+//! has finished, so there is nothing left to quiesce.
 //!
 //! Lock order: `mmap_lock` / per-VMA lock → `tree`.
 
 #![deny(unsafe_code)]
 
 use crate::{
-    engine::Engine,
+    engine::{Engine, Unpublished},
     region::{Placement, Region, RegionTree},
     rwsem::{new_rwsem, RwSem},
     stats::Stats,
@@ -88,19 +89,37 @@ impl Engine for RwsemEngine {
             .unwrap_or(FaultOutcome::SigBus)
     }
 
-    fn map(
+    fn publish_map(
         &self,
         region: Arc<Region>,
         placement: Placement,
-        removed: &mut KVec<Arc<Region>>,
         _stats: &Stats,
-    ) -> Result<usize> {
+    ) -> Result<Unpublished> {
         let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
+        let npages = region.npages();
+        let mut out = Unpublished::new(0, 0);
         // Room for the displaced regions, so nothing allocates under the write lock
         // except in the rare case of more than a few.
-        removed.reserve(4, GFP_KERNEL)?;
-        self.tree.write().insert(region, placement, node, removed)
+        out.regions.reserve(4, GFP_KERNEL)?;
+        out.start = self
+            .tree
+            .write()
+            .insert(region, placement, node, &mut out.regions)?;
+        out.end = out.start + npages;
+        Ok(out)
     }
+
+    fn publish_unmap(&self, start: usize, end: usize, _stats: &Stats) -> Result<Unpublished> {
+        let mut out = Unpublished::new(start, end);
+        self.tree
+            .write()
+            .remove_range(start, end, &mut out.regions)?;
+        Ok(out)
+    }
+
+    // `quiesce`: the default. The write lock taken by the publish waited for every
+    // fault that could have found an old region, and faults install only under the
+    // read lock.
 
     fn set_test_hooks(&self, hooks: &uapi::VmalabTestHooks) -> Result {
         let ours = uapi::VMALAB_MUTANT_SKIP_ZAP | uapi::VMALAB_MUTANT_UNLOCKED_INSTALL;
@@ -109,16 +128,6 @@ impl Engine for RwsemEngine {
         }
         self.mutants.store(hooks.mutants, Relaxed);
         Ok(())
-    }
-
-    fn unmap(
-        &self,
-        start: usize,
-        end: usize,
-        removed: &mut KVec<Arc<Region>>,
-        _stats: &Stats,
-    ) -> Result {
-        self.tree.write().remove_range(start, end, removed)
     }
 
     fn drain(&self, removed: &mut KVec<Arc<Region>>) -> Result {

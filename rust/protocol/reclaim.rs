@@ -3,8 +3,9 @@
 //! The `rcu` writer's reclaim order for entries it has just unpublished (removed
 //! from the map): wait a grace period, so that every reader that could have found them
 //! has left its read section (and every hold made from them is counted); then, entry
-//! by entry, drain the holds ([`super::hold::drain`]) and free the entry. The caller
-//! zaps the range and frees the regions' pages afterwards (`Space::retire`).
+//! by entry, drain the holds ([`super::hold::drain`]) and free the entry. This is the
+//! `rcu` engine's quiesce step of `protocol/writer.rs`; the zap and the freeing of the
+//! regions' pages follow it there.
 //!
 //! The test mutants of the selftests are here too, so the loom model checks the very
 //! code the negative controls arm in the guest: skipping the grace period (and the
