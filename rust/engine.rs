@@ -22,7 +22,7 @@
 //!
 //! Writers (process context, may sleep, serialised among themselves by the engine)
 //! follow the order of `protocol/writer.rs`, which `Space` runs:
-//! - [`Engine::publish_map`] / [`Engine::publish_unmap`]: the new region set becomes
+//! - [`Engine::publish`]: the new region set becomes
 //!   visible atomically to faults that start after the change is published; faults in
 //!   flight may still see the old set. The regions taken out are handed back as
 //!   [`Unpublished`].
@@ -42,7 +42,7 @@ pub(crate) mod rwsem;
 
 use crate::{
     rcu_tree::Retired,
-    region::{Placement, Region},
+    region::{Change, Plan, Prot, Region},
     stats::Stats,
     uapi,
     vm_ops::{Fault, FaultAround, FaultOutcome},
@@ -57,15 +57,20 @@ pub(crate) struct Slot {
     pub(crate) region: Arc<Region>,
 }
 
-/// What a writer's publish took out of the region set, until it is freed
-/// (`protocol/writer.rs`).
+/// What a writer's publish changed in the region set, until the regions it took out
+/// are freed (`protocol/writer.rs`).
 pub(crate) struct Unpublished {
-    /// Where the operation placed its region (MAP) or began (UNMAP), in pages.
+    /// The range the operation is about, in pages (a MAP's: where it placed its
+    /// region): zapped if anything left the set.
     pub(crate) start: usize,
-    /// End of the operation's range: `[start, end)` is zapped if `regions` is not empty.
+    /// See `start`.
     pub(crate) end: usize,
-    /// The regions taken out; freed (with their pages) after the zap.
-    pub(crate) regions: KVec<Arc<Region>>,
+    /// Whether the pages of the departed regions inside `[start, end)` die (UNMAP,
+    /// REPLACE) or live on in the regions that replaced them (PROTECT, and the parts of
+    /// a cut region outside the range).
+    pub(crate) dead: bool,
+    /// The regions taken out, with their starts; freed after the zap.
+    pub(crate) regions: KVec<(usize, Arc<Region>)>,
     /// Their entries in an RCU-readable map, which faults may still be using; the
     /// engine's [`Engine::quiesce`] reclaims them (and must: a [`Retired`] left here
     /// leaks its entry rather than free what a reader may hold).
@@ -73,15 +78,25 @@ pub(crate) struct Unpublished {
 }
 
 impl Unpublished {
-    /// Nothing taken out yet, for an operation on `[start, end)`.
-    pub(crate) fn new(start: usize, end: usize) -> Self {
-        Self {
-            start,
-            end,
-            regions: KVec::new(),
+    /// For `plan`, before it is committed: room for the regions it takes out.
+    pub(crate) fn of(plan: &Plan) -> Result<Self> {
+        Ok(Self {
+            start: plan.start,
+            end: plan.end,
+            dead: plan.dead,
+            regions: KVec::with_capacity(plan.leaving, GFP_KERNEL)?,
             entries: KVec::new(),
-        }
+        })
     }
+}
+
+/// The per-file limits a writer's plan is charged against (`Space`).
+pub(crate) trait Budget {
+    /// Charges what `plan` adds (`ENOMEM` beyond the limits; a plan that shrinks the
+    /// set always succeeds).
+    fn charge(&self, plan: &Plan) -> Result;
+    /// Undoes [`Budget::charge`] for a plan that could not be carried out.
+    fn refund(&self, plan: &Plan);
 }
 
 /// A synchronisation design for one address space's region set.
@@ -95,19 +110,15 @@ pub(crate) trait Engine: Send + Sync {
     /// Slow path, may sleep: resolves the fault.
     fn fault(&self, f: &Fault<'_>, stats: &Stats) -> FaultOutcome;
 
-    /// Writer step 1 of a MAP (`protocol/writer.rs`): inserts `region` at
-    /// `placement`, taking out the regions a `Replace` displaces. On error nothing
-    /// changed.
-    fn publish_map(
-        &self,
-        region: Arc<Region>,
-        placement: Placement,
-        stats: &Stats,
-    ) -> Result<Unpublished>;
+    /// `pfn_mkwrite` (a write to a present read-only PTE): the protection of the region
+    /// covering `pgoff` (`None`: no region), looked up as a fault would. May sleep.
+    fn prot_at(&self, pgoff: usize, stats: &Stats) -> Option<Prot>;
 
-    /// Writer step 1 of an UNMAP: takes out the regions inside `[start, end)` (pages).
-    /// On error nothing changed.
-    fn publish_unmap(&self, start: usize, end: usize, stats: &Stats) -> Result<Unpublished>;
+    /// Writer step 1 (`protocol/writer.rs`): plans `change`, charges its growth to
+    /// `budget` (after every other fallible step of the plan, refunding it if a later
+    /// step fails), carries it out and makes the new region set visible to faults. On
+    /// error nothing changed and nothing stays charged.
+    fn publish(&self, change: Change, budget: &dyn Budget, stats: &Stats) -> Result<Unpublished>;
 
     /// Writer step 2: returns once no fault, in flight or future, can install a PTE for
     /// a region of `unpublished` (see the contract). The default is for engines whose
@@ -130,7 +141,7 @@ pub(crate) trait Engine: Send + Sync {
     }
 
     /// Removes every region (the file is being released: no VMA is left).
-    fn drain(&self, removed: &mut KVec<Arc<Region>>) -> Result;
+    fn drain(&self, removed: &mut KVec<(usize, Arc<Region>)>) -> Result;
 
     /// Number of regions and their bookkeeping bytes.
     fn usage(&self) -> (usize, usize);

@@ -4,9 +4,11 @@
 //!
 //! Each slot is an atomic `struct page *`: null until the first fault on that page
 //! installs a freshly allocated page with `cmpxchg` (the loser of a race frees its
-//! page). A slot changes once, from null to a page, and is only emptied when the whole
-//! array is dropped. Readers therefore need no lock: a page they load stays valid for
-//! as long as they can reach the array.
+//! page). A slot changes from null to a page once, and is emptied only when the whole
+//! array is dropped, or by [`PageSlots::punch`] once nothing can reach the slot any
+//! more (the pages of the part of a region that an UNMAP or REPLACE cut away, after
+//! the writer's quiesce and zap). Readers therefore need no lock: a page they load
+//! stays valid for as long as they can reach the slot.
 //!
 //! This is the only file that turns raw `struct page` pointers back into pages.
 
@@ -41,7 +43,8 @@ impl<'a> Installed<'a> {
 /// # Invariants
 ///
 /// Every non-null slot holds a pointer to an order-0 page that this array owns (one
-/// reference, from `alloc_pages`). A non-null slot is never overwritten before drop.
+/// reference, from `alloc_pages`). A non-null slot is never overwritten before drop,
+/// and emptied only by [`PageSlots::punch`], whose caller guarantees no reader.
 pub(crate) struct PageSlots {
     slots: KVVec<Atomic<*mut bindings::page>>,
 }
@@ -68,21 +71,16 @@ impl PageSlots {
         self.slots.len()
     }
 
-    /// Bytes of kernel memory these slots use (not counting the pages).
-    pub(crate) fn meta_bytes(&self) -> usize {
-        self.slots.capacity() * core::mem::size_of::<Atomic<*mut bindings::page>>()
-    }
-
-    /// Number of pages installed. O(n): for accounting when a region is freed.
-    pub(crate) fn present(&self) -> usize {
-        let mut n = 0;
-        for (i, s) in self.slots.iter().enumerate() {
-            n += usize::from(!s.load(Relaxed).is_null());
+    /// Number of pages installed in slots `[first, first + n)`. O(n): for accounting.
+    pub(crate) fn present_in(&self, first: usize, n: usize) -> usize {
+        let mut count = 0;
+        for (i, s) in self.slots.iter().skip(first).take(n).enumerate() {
+            count += usize::from(!s.load(Relaxed).is_null());
             if i % 4096 == 4095 {
                 cond_resched();
             }
         }
-        n
+        count
     }
 
     /// Returns the page in slot `i`, if one was installed. Never sleeps.
@@ -121,6 +119,35 @@ impl PageSlots {
                 Some(Installed::Lost(unsafe { BorrowedPage::from_raw(winner) }))
             }
         }
+    }
+}
+
+impl PageSlots {
+    /// Frees the pages of slots `[first, first + n)` (empty slots stay empty) and
+    /// returns how many it freed. Process context.
+    ///
+    /// # Safety
+    ///
+    /// No thread can reach these slots any more, nor will again: no region that can
+    /// still be found by a fault covers them, every fault that found one that did has
+    /// finished, and no PTE maps their pages (the writer's quiesce and zap,
+    /// `protocol/writer.rs`).
+    pub(crate) unsafe fn punch(&self, first: usize, n: usize) -> usize {
+        let mut freed = 0;
+        for (i, slot) in self.slots.iter().skip(first).take(n).enumerate() {
+            if i % 4096 == 4095 {
+                cond_resched();
+            }
+            let p = slot.xchg(null_mut(), Relaxed);
+            if !p.is_null() {
+                // SAFETY: We took the one reference this array owned (type invariant)
+                // out of the slot; nothing can reach the page any more (caller's
+                // contract).
+                unsafe { bindings::__free_pages(p, 0) };
+                freed += 1;
+            }
+        }
+        freed
     }
 }
 

@@ -33,7 +33,7 @@ use crate::protocol::{
 use core::{marker::PhantomData, ops::Deref, ptr::NonNull};
 use kernel::{
     bindings,
-    ffi::c_ulong,
+    ffi::{c_ulong, c_void},
     new_condvar, new_mutex,
     prelude::*,
     sync::{
@@ -205,71 +205,102 @@ impl<T: Send + Sync> RcuRangeMap<T> {
         }
     }
 
-    /// Maps `[first, last]` to `value`, atomically replacing whatever entries lie in
-    /// that range (which must lie entirely inside it); those are appended to `retired`.
-    /// On error nothing changed (and `retired` is as it was).
-    pub(crate) fn store(
+    /// Replaces the entries in `[lo, hi)` (each lying inside it) by `new`, given as
+    /// `(first, last, value)` ranges inside `[lo, hi)` that do not overlap; the old
+    /// entries are appended to `retired`, and what `new` does not cover is left empty.
+    /// Readers see, at each index, the old entry or the new one, and where the new set
+    /// has an entry never a gap. On error nothing changed (and `retired` is as it was).
+    ///
+    /// Only the first store may fail (`ENOMEM`); the ones after it allocate with
+    /// `__GFP_NOFAIL`, as `mtree_erase` itself does, so that a change is never left
+    /// half made.
+    pub(crate) fn replace(
         &self,
-        first: usize,
-        last: usize,
-        value: T,
+        lo: usize,
+        hi: usize,
+        new: KVec<(usize, usize, T)>,
         retired: &mut KVec<Retired<T>>,
     ) -> Result {
-        let node = KBox::new(
-            Node {
-                value,
-                users: Atomic::new(0),
-            },
-            GFP_KERNEL_ACCOUNT,
-        )?;
+        if lo >= hi {
+            return Err(EINVAL);
+        }
+        let mut nodes = KVec::with_capacity(new.len(), GFP_KERNEL)?;
+        for (first, last, value) in new {
+            if first < lo || last >= hi || first > last {
+                return Err(EINVAL);
+            }
+            let node = KBox::new(
+                Node {
+                    value,
+                    users: Atomic::new(0),
+                },
+                GFP_KERNEL_ACCOUNT,
+            )?;
+            nodes.push((first, last, node), GFP_KERNEL)?;
+        }
         let before = retired.len();
-        // The entries the store will displace; still owned by the tree until it runs.
-        if let Err(e) = self.entries_in(first, last, retired) {
+        // The entries the change will take out; still owned by the tree until it runs.
+        if let Err(e) = self.entries_in(lo, hi - 1, retired) {
             // `Retired` has no destructor: this only forgets pointers the tree owns.
             retired.truncate(before);
             return Err(e);
         }
-        let ptr = KBox::into_raw(node);
-        // SAFETY: The tree is initialised; `ptr` is a valid, aligned, non-reserved
-        // entry; GFP_KERNEL is fine in the writer's process context.
-        let ret = unsafe {
+        // `kernel::alloc::Flags` has no `__GFP_NOFAIL` (nor a way to pass it raw).
+        let nofail = bindings::GFP_KERNEL_ACCOUNT | (1 << bindings::___GFP_NOFAIL_BIT);
+        let mut gfp = bindings::GFP_KERNEL_ACCOUNT;
+        let mut covered = lo;
+        for (first, last, node) in nodes {
+            let ptr = KBox::into_raw(node);
+            // SAFETY: The tree is initialised; `ptr` is a valid, aligned, non-reserved
+            // entry; we may sleep in the writer's process context.
+            let ret = unsafe { self.store_raw(first, last, ptr.cast(), gfp) };
+            if ret != 0 {
+                // Only the first store can fail: the tree is unchanged.
+                retired.truncate(before);
+                // SAFETY: The store failed, so the tree did not take `ptr`: still ours.
+                drop(unsafe { KBox::from_raw(ptr) });
+                return Err(Error::from_errno(ret));
+            }
+            gfp = nofail;
+            if first > covered {
+                // SAFETY: As above; storing null empties the range.
+                unsafe { self.store_raw(covered, first - 1, core::ptr::null_mut(), nofail) };
+            }
+            covered = last + 1;
+        }
+        if covered < hi {
+            // SAFETY: As above. The first and only change if `new` was empty: with
+            // `__GFP_NOFAIL` it cannot fail either.
+            unsafe { self.store_raw(covered, hi - 1, core::ptr::null_mut(), nofail) };
+        }
+        // INVARIANT: the entries appended above left the tree with these stores.
+        Ok(())
+    }
+
+    /// `mtree_store_range`; returns its error code.
+    ///
+    /// # Safety
+    ///
+    /// `entry` is null or a pointer from `KBox::<Node<T>>::into_raw` the tree takes
+    /// ownership of on success; `gfp` allows sleeping (process context, no spinlock).
+    unsafe fn store_raw(
+        &self,
+        first: usize,
+        last: usize,
+        entry: *mut c_void,
+        gfp: bindings::gfp_t,
+    ) -> i32 {
+        // SAFETY: The tree is initialised (type invariant); the caller vouches for
+        // `entry` and `gfp`.
+        unsafe {
             bindings::mtree_store_range(
                 self.tree.get(),
                 first as c_ulong,
                 last as c_ulong,
-                ptr.cast(),
-                bindings::GFP_KERNEL_ACCOUNT,
+                entry,
+                gfp,
             )
-        };
-        if ret != 0 {
-            // The tree kept the old entries: forget our copies of their pointers.
-            retired.truncate(before);
-            // SAFETY: The store failed, so the tree did not take `ptr`: still ours.
-            drop(unsafe { KBox::from_raw(ptr) });
-            return Err(Error::from_errno(ret));
         }
-        // INVARIANT: the entries appended above left the tree with this store.
-        Ok(())
-    }
-
-    /// Removes the entries starting at each of `starts`, appending them to `retired`.
-    /// Allocates before it removes anything: on error nothing changed.
-    pub(crate) fn erase_all(&self, starts: &[usize], retired: &mut KVec<Retired<T>>) -> Result {
-        retired.reserve(starts.len(), GFP_KERNEL_ACCOUNT)?;
-        for &index in starts {
-            // SAFETY: The tree is initialised (type invariant).
-            let p = unsafe { bindings::mtree_erase(self.tree.get(), index as c_ulong) };
-            if let Some(node) = NonNull::new(p.cast::<Node<T>>()) {
-                // INVARIANT: `mtree_erase` removed the entry from the tree. Room was
-                // reserved above, so the push cannot fail.
-                if retired.push_within_capacity(Retired { node }).is_err() {
-                    // Unreachable. Dropping a `Retired` leaks its node (no destructor):
-                    // never free what readers may hold.
-                    kernel::warn_on!(true);
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Test hook: makes every releasing reader sleep `us` microseconds right after its
@@ -399,12 +430,18 @@ mod tests {
         map.load(index, &guard).map(|n| **n)
     }
 
+    fn one(first: usize, last: usize, v: u32) -> Result<KVec<(usize, usize, u32)>> {
+        let mut new = KVec::new();
+        new.push((first, last, v), GFP_KERNEL)?;
+        Ok(new)
+    }
+
     #[test]
-    fn store_replace_erase_reclaim() -> Result {
+    fn replace_split_erase_reclaim() -> Result {
         let map = KBox::pin_init(RcuRangeMap::<u32>::new(), GFP_KERNEL)?;
         let mut retired = KVec::new();
-        map.store(10, 19, 1, &mut retired)?;
-        map.store(20, 29, 2, &mut retired)?;
+        map.replace(10, 20, one(10, 19, 1)?, &mut retired)?;
+        map.replace(20, 30, one(20, 29, 2)?, &mut retired)?;
         assert_eq!(retired.len(), 0);
         assert_eq!(value_at(&map, 9), None);
         assert_eq!(value_at(&map, 10), Some(1));
@@ -412,8 +449,8 @@ mod tests {
         assert_eq!(value_at(&map, 29), Some(2));
         assert_eq!(value_at(&map, 30), None);
 
-        // One store over both: readers see old or new, never a gap; both retire.
-        map.store(10, 29, 3, &mut retired)?;
+        // One replace over both: readers see old or new, never a gap; both retire.
+        map.replace(10, 30, one(10, 29, 3)?, &mut retired)?;
         assert_eq!(value_at(&map, 15), Some(3));
         assert_eq!(value_at(&map, 25), Some(3));
         let mut freed = KVec::new();
@@ -423,20 +460,46 @@ mod tests {
         assert_eq!(waits, 0);
         assert_eq!(&freed[..], &[1, 2]);
 
+        // A split: the parts outside a hole get new entries, the hole none; the old
+        // entry retires once.
+        let mut new = one(10, 13, 4)?;
+        new.push((18, 29, 5), GFP_KERNEL)?;
+        let mut retired = KVec::new();
+        map.replace(10, 30, new, &mut retired)?;
+        assert_eq!(retired.len(), 1);
+        assert_eq!(value_at(&map, 13), Some(4));
+        for hole in 14..18 {
+            assert_eq!(value_at(&map, hole), None);
+        }
+        assert_eq!(value_at(&map, 18), Some(5));
+        assert_eq!(value_at(&map, 29), Some(5));
+
+        // Bad ranges change nothing.
+        let mut none = KVec::new();
+        assert_eq!(
+            map.replace(10, 10, KVec::new(), &mut none).err(),
+            Some(EINVAL)
+        );
+        assert_eq!(
+            map.replace(10, 20, one(5, 12, 9)?, &mut none).err(),
+            Some(EINVAL)
+        );
+        assert_eq!(none.len(), 0);
+        assert_eq!(value_at(&map, 10), Some(4));
+
         // A hold released before the writer reclaims costs no wait.
         {
             let guard = rcu::read_lock();
             let entry = map.load(12, &guard).ok_or(ENOENT)?;
             let held = map.hold(entry, &guard);
             drop(guard);
-            assert_eq!(*held, 3);
+            assert_eq!(*held, 4);
         }
-        let mut retired = KVec::new();
-        map.erase_all(&[10], &mut retired)?;
-        assert_eq!(retired.len(), 1);
+        // Emptying a range with nothing new in it.
+        map.replace(0, 40, KVec::new(), &mut retired)?;
+        assert_eq!(retired.len(), 3);
         assert_eq!(value_at(&map, 12), None);
-        map.erase_all(&[10], &mut retired)?;
-        assert_eq!(retired.len(), 1);
+        assert_eq!(value_at(&map, 20), None);
         let mut freed = KVec::new();
         assert_eq!(
             map.reclaim(retired, Wait::Expedited, |v| {
@@ -444,7 +507,7 @@ mod tests {
             }),
             0
         );
-        assert_eq!(&freed[..], &[3]);
+        assert_eq!(&freed[..], &[3, 4, 5]);
         Ok(())
     }
 }

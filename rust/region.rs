@@ -23,27 +23,75 @@ use kernel::{
     sync::Arc,
 };
 
-/// One region: a length, a backing and its lazily allocated pages.
+/// A region's protection (`VMALAB_PROT_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Prot {
+    /// Reads and writes.
+    ReadWrite,
+    /// Reads only: a write gets `SIGSEGV`.
+    ReadOnly,
+}
+
+/// One region: a protection, a backing, and a window of page slots.
+///
+/// A new region owns fresh slots; the parts of a region that a writer splits
+/// ([`Change`]) are regions over windows of the same slots, so they keep its pages
+/// and data. The slots (and the pages in them) go when the last region over them
+/// does, or earlier by a writer's punch of a part it removed.
 ///
 /// Ownership rule (what makes installing its pages sound): a region that was ever
-/// reachable by faults is dropped only after its range was zapped (the writer order
-/// of `protocol/writer.rs`: engine quiesce, zap, then free) or once no arena VMA is left
-/// (`Space::release` runs after the last VMA is closed); regions removed while a
-/// test mutant is armed are parked until then instead. Its pages (owned by its page
-/// slots) therefore outlive every special PTE that maps them.
+/// reachable by faults is dropped, and the pages of a part cut away are punched, only
+/// after its range was zapped (the writer order of `protocol/writer.rs`: engine
+/// quiesce, zap, then free) or once no arena VMA is left (`Space::release` runs after
+/// the last VMA is closed); regions removed while a test mutant is armed are parked
+/// until then instead. Its pages therefore outlive every special PTE that maps them.
+///
+/// # Invariants
+///
+/// `first + npages <= pages.len()`, and `npages > 0`.
 pub(crate) struct Region {
-    pages: PageSlots,
+    pages: Arc<PageSlots>,
+    first: usize,
+    npages: usize,
     backing: Backing,
+    prot: Prot,
 }
 
 impl Region {
-    /// Allocates a region of `npages` pages (its page slots, not the pages), charged
-    /// to the caller's memory cgroup.
+    /// Allocates a read-write region of `npages` pages (its page slots, not the
+    /// pages), charged to the caller's memory cgroup.
     pub(crate) fn new(npages: usize, backing: Backing) -> Result<Arc<Self>> {
+        if npages == 0 {
+            return Err(EINVAL);
+        }
+        let pages = Arc::new(PageSlots::new(npages)?, GFP_KERNEL_ACCOUNT)?;
+        // INVARIANT: the window is all of the `npages` slots.
         Ok(Arc::new(
             Self {
-                pages: PageSlots::new(npages)?,
+                pages,
+                first: 0,
+                npages,
                 backing,
+                prot: Prot::ReadWrite,
+            },
+            GFP_KERNEL_ACCOUNT,
+        )?)
+    }
+
+    /// A region over `piece`'s window of slots.
+    fn of_piece(piece: &Piece<'_>) -> Result<Arc<Self>> {
+        let pages = piece.src.pages.clone();
+        if piece.npages == 0 || piece.first + piece.npages > pages.len() {
+            return Err(EINVAL); // A planning bug; never mapped.
+        }
+        // INVARIANT: checked just above.
+        Ok(Arc::new(
+            Self {
+                pages,
+                first: piece.first,
+                npages: piece.npages,
+                backing: piece.src.backing,
+                prot: piece.prot,
             },
             GFP_KERNEL_ACCOUNT,
         )?)
@@ -51,39 +99,72 @@ impl Region {
 
     /// Length in pages.
     pub(crate) fn npages(&self) -> usize {
-        self.pages.len()
+        self.npages
     }
 
-    /// Bytes of kernel memory for this region's bookkeeping (not its pages).
+    /// The protection.
+    pub(crate) fn prot(&self) -> Prot {
+        self.prot
+    }
+
+    /// Bytes of kernel memory for this region's bookkeeping (not its pages): the Arc
+    /// allocation and its window's share of the slot array.
     pub(crate) fn meta_bytes(&self) -> usize {
-        // The Arc allocation (refcount + Region) plus the slot array.
-        core::mem::size_of::<Self>() + core::mem::size_of::<usize>() + self.pages.meta_bytes()
+        core::mem::size_of::<Self>()
+            + core::mem::size_of::<usize>()
+            + self.npages * core::mem::size_of::<usize>()
     }
 
-    /// Pages currently allocated. O(npages): for accounting at free time.
-    pub(crate) fn present(&self) -> usize {
-        self.pages.present()
+    /// Pages allocated in `[offset, offset + n)` of this region. O(n).
+    pub(crate) fn present_in(&self, offset: usize, n: usize) -> usize {
+        self.pages.present_in(
+            self.first + offset,
+            n.min(self.npages - offset.min(self.npages)),
+        )
+    }
+
+    /// Frees the pages of `[offset, offset + n)` of this region; returns how many.
+    ///
+    /// # Safety
+    ///
+    /// As [`PageSlots::punch`]: no region a fault can still find covers these pages,
+    /// no fault that found one is still running, and no PTE maps them.
+    pub(crate) unsafe fn punch(&self, offset: usize, n: usize) -> usize {
+        let n = n.min(self.npages - offset.min(self.npages));
+        // SAFETY: The caller's contract is the one `punch` needs.
+        unsafe { self.pages.punch(self.first + offset, n) }
+    }
+
+    /// Whether a write fault may map this region's pages writable; `Err` if the
+    /// access is not allowed.
+    fn check_access(&self, write: bool) -> core::result::Result<bool, FaultOutcome> {
+        match (self.prot, write) {
+            (Prot::ReadOnly, true) => Err(FaultOutcome::SigSegv),
+            (prot, _) => Ok(prot == Prot::ReadWrite),
+        }
     }
 
     /// Fast path: maps the already-present pages of this region (starting at arena page
     /// `start`) that fall in the fault-around window, under the window's PTE lock.
     /// Never sleeps, never allocates. Returns whether the faulting page is mapped.
+    /// (Fault-around serves read faults only.)
     pub(crate) fn map_present(&self, start: usize, f: &FaultAround<'_>, stats: &Stats) -> bool {
         let (lo, hi) = f.range();
         let lo = lo.max(start);
-        let hi = hi.min(start + self.npages() - 1);
+        let hi = hi.min(start + self.npages - 1);
+        let writable = self.prot == Prot::ReadWrite;
         // No PTE table (first fault in this 2 MiB, or reclaimed): `->fault` makes one.
         let Some(ptes) = f.lock_ptes() else {
             return false;
         };
         let mut hit = false;
         for pgoff in lo..=hi {
-            let Some(page) = self.pages.get(pgoff - start) else {
+            let Some(page) = self.pages.get(self.first + pgoff - start) else {
                 continue;
             };
             // SAFETY: `page` belongs to this region, which outlives its PTEs (ownership
             // rule at `Region`).
-            match unsafe { ptes.install(pgoff, &page) } {
+            match unsafe { ptes.install(pgoff, &page, writable) } {
                 Ok(_) if pgoff == f.pgoff() => hit = true,
                 Ok(Install::Mapped) => stats.inc(uapi::VMALAB_CTR_FAULT_AROUND),
                 Ok(Install::Present) | Err(_) => {}
@@ -101,26 +182,37 @@ impl Region {
         f: &Fault<'_>,
         stats: &Stats,
     ) -> Option<FaultOutcome> {
-        let page = self
-            .backing
-            .populate_atomic(&self.pages, f.pgoff() - start, stats)?;
+        let writable = match self.check_access(f.is_write()) {
+            Ok(w) => w,
+            Err(out) => return Some(out),
+        };
+        let page =
+            self.backing
+                .populate_atomic(&self.pages, self.first + f.pgoff() - start, stats)?;
         let ptes = f.lock_ptes()?;
         // SAFETY: `page` belongs to this region, which outlives its PTEs (ownership
         // rule at `Region`).
-        unsafe { ptes.install(f.pgoff(), &page) }.ok()?;
+        unsafe { ptes.install(f.pgoff(), &page, writable) }.ok()?;
         Some(FaultOutcome::Mapped)
     }
 
     /// Slow path: produces the faulting page if needed (may sleep) and maps it,
     /// allocating a PTE table if there is none.
     pub(crate) fn fault(&self, start: usize, f: &Fault<'_>, stats: &Stats) -> FaultOutcome {
-        let page = match self.backing.populate(&self.pages, f.pgoff() - start, stats) {
+        let writable = match self.check_access(f.is_write()) {
+            Ok(w) => w,
+            Err(out) => return out,
+        };
+        let page = match self
+            .backing
+            .populate(&self.pages, self.first + f.pgoff() - start, stats)
+        {
             Ok(page) => page,
             Err(_) => return FaultOutcome::Oom,
         };
         // SAFETY: `page` belongs to this region, which outlives its PTEs (ownership
         // rule at `Region`).
-        match f.with_ptes_alloc(|ptes| unsafe { ptes.install(f.pgoff(), &page) }) {
+        match f.with_ptes_alloc(|ptes| unsafe { ptes.install(f.pgoff(), &page, writable) }) {
             Ok(Ok(_)) => FaultOutcome::MappedSlow,
             Ok(Err(_)) | Err(_) => FaultOutcome::Oom,
         }
@@ -130,7 +222,7 @@ impl Region {
 /// Appends `r` to `out`, which the caller made room in. A region that was unlinked
 /// from an engine must reach the writer's tail (zap, then free): it is never dropped
 /// here, even if the reservation was wrong (a bug: warn and leak it).
-pub(crate) fn push_reserved(out: &mut KVec<Arc<Region>>, r: Arc<Region>) {
+pub(crate) fn push_reserved(out: &mut KVec<(usize, Arc<Region>)>, r: (usize, Arc<Region>)) {
     if let Err(e) = out.push_within_capacity(r) {
         kernel::warn_on!(true);
         core::mem::forget(e);
@@ -146,6 +238,105 @@ pub(crate) enum Placement {
     Fixed(usize),
     /// Exactly here, replacing the regions inside the range.
     Replace(usize),
+}
+
+/// A writer operation on a region set.
+pub(crate) enum Change {
+    /// MAP: insert a region at a placement; a `Replace` cuts the regions it overlaps
+    /// (their parts outside its range stay, with their pages).
+    Map(Arc<Region>, Placement),
+    /// UNMAP `[start, end)`: cuts the regions it overlaps (like `munmap`); a range
+    /// with no region in it changes nothing.
+    Unmap(usize, usize),
+    /// PROTECT `[start, end)`: every page must be in a region (`ENOMEM`, like
+    /// `mprotect`); the regions it overlaps are split at its ends, and parts left with
+    /// the same pages (contiguous), backing and protection are merged again.
+    Protect(usize, usize, Prot),
+}
+
+/// A part of a new region set: a window of some region's slots at an arena start.
+struct Piece<'a> {
+    start: usize,
+    npages: usize,
+    /// The region whose slots (and backing) the piece uses.
+    src: &'a Region,
+    /// Index of the piece's first page in `src`'s slots.
+    first: usize,
+    prot: Prot,
+}
+
+impl Piece<'_> {
+    /// `[start, start + npages)` of region `src` at arena page `src_start`, with `prot`.
+    fn of<'a>(
+        src: &'a Region,
+        src_start: usize,
+        start: usize,
+        end: usize,
+        prot: Prot,
+    ) -> Piece<'a> {
+        Piece {
+            start,
+            npages: end - start,
+            src,
+            first: src.first + (start - src_start),
+            prot,
+        }
+    }
+
+    /// Whether `next`, starting where `self` ends, continues it: same slots, next
+    /// slot, same backing and protection.
+    fn continued_by(&self, next: &Piece<'_>) -> bool {
+        self.start + self.npages == next.start
+            && Arc::ptr_eq(&self.src.pages, &next.src.pages)
+            && self.first + self.npages == next.first
+            && self.src.backing == next.src.backing
+            && self.prot == next.prot
+    }
+}
+
+/// What a [`Change`] does to a [`RegionTree`], decided and allocated before any of it
+/// is done: the old regions inside `[lo, hi)` all leave the tree (each whole), and the
+/// regions of `new` enter it.
+pub(crate) struct Plan {
+    /// The old regions inside `[lo, hi)` leave.
+    pub(crate) lo: usize,
+    /// See `lo`.
+    pub(crate) hi: usize,
+    /// How many old regions leave, and the pages they span.
+    pub(crate) leaving: usize,
+    /// See `leaving`.
+    pub(crate) leaving_pages: usize,
+    /// The regions that enter, in order, with their starts.
+    pub(crate) new: KVec<(usize, Arc<Region>)>,
+    /// One tree node for each of `new`.
+    nodes: KVec<RBTreeNodeReservation<usize, Arc<Region>>>,
+    /// The range the change is about (zapped by the writer).
+    pub(crate) start: usize,
+    /// See `start`.
+    pub(crate) end: usize,
+    /// Whether the pages of the old regions inside `[start, end)` die (UNMAP and a
+    /// REPLACE: yes; PROTECT: no, the new regions keep them).
+    pub(crate) dead: bool,
+}
+
+impl Plan {
+    /// Pages the new regions span.
+    pub(crate) fn new_pages(&self) -> usize {
+        self.new.iter().map(|(_, r)| r.npages()).sum()
+    }
+
+    /// What the change adds to the set: regions and pages (negative: removes).
+    pub(crate) fn growth(&self) -> (isize, isize) {
+        (
+            self.new.len() as isize - self.leaving as isize,
+            self.new_pages() as isize - self.leaving_pages as isize,
+        )
+    }
+
+    /// Whether the change changes nothing.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.leaving == 0 && self.new.is_empty()
+    }
 }
 
 /// An ordered, non-overlapping set of regions inside an arena of `limit` pages.
@@ -202,13 +393,17 @@ impl RegionTree {
         (start <= pgoff).then(|| f(start, region))
     }
 
-    /// The regions overlapping `[start, end)`, as `(start, end)` pairs, in order.
-    fn overlapping(&self, start: usize, end: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+    /// The regions overlapping `[start, end)`, as `(start, end, region)`, in order.
+    fn overlapping(
+        &self,
+        start: usize,
+        end: usize,
+    ) -> impl Iterator<Item = (usize, usize, &Region)> + '_ {
         self.tree
             .iter()
-            .map(|(&e, r)| (e - r.npages(), e))
-            .skip_while(move |&(_, e)| e <= start)
-            .take_while(move |&(s, _)| s < end)
+            .map(|(&e, r)| (e - r.npages(), e, &**r))
+            .skip_while(move |&(_, e, _)| e <= start)
+            .take_while(move |&(s, _, _)| s < end)
     }
 
     /// First-fit search for `npages` free pages.
@@ -224,120 +419,166 @@ impl RegionTree {
         (self.limit - prev_end >= npages).then_some(prev_end)
     }
 
-    /// Checks that every region touching `[start, end)` lies inside it (vmalab never
-    /// splits a region) and returns how many there are.
-    fn covered(&self, start: usize, end: usize) -> Result<usize> {
-        let mut n = 0;
-        for (s, e) in self.overlapping(start, end) {
-            if s < start || e > end {
-                return Err(EINVAL);
-            }
-            n += 1;
+    /// Checks `[start, end)` lies in the arena and is not empty.
+    fn check_range(&self, start: usize, end: usize) -> Result {
+        if start >= end || end > self.limit {
+            return Err(EINVAL);
         }
-        Ok(n)
-    }
-
-    /// Validates an unmap of `[start, end)`: every region it touches must lie inside
-    /// it, and there must be at least one (`ENOENT`). Returns how many there are.
-    pub(crate) fn plan_remove(&self, start: usize, end: usize) -> Result<usize> {
-        match self.covered(start, end)? {
-            0 => Err(ENOENT),
-            n => Ok(n),
-        }
-    }
-
-    /// The starts of the regions in `[start, end)`, in order.
-    pub(crate) fn starts_in(&self, start: usize, end: usize) -> impl Iterator<Item = usize> + '_ {
-        self.overlapping(start, end).map(|(s, _)| s)
-    }
-
-    /// Removes the regions overlapping `[start, end)` (a plan checked they lie inside
-    /// it), appending them to `out`, which must have room for them. Cannot fail.
-    pub(crate) fn commit_remove(&mut self, start: usize, end: usize, out: &mut KVec<Arc<Region>>) {
-        while let Some(cursor) = self.tree.cursor_lower_bound_mut(&(start + 1)) {
-            let (&e, r) = cursor.current();
-            if e - r.npages() >= end {
-                break;
-            }
-            let (_, node) = cursor.remove_current();
-            push_reserved(out, node.to_key_value().1);
-        }
-    }
-
-    /// Removes the regions inside `[start, end)` (see [`Self::plan_remove`]), appending
-    /// them to `out`. On error the tree is unchanged.
-    pub(crate) fn remove_range(
-        &mut self,
-        start: usize,
-        end: usize,
-        out: &mut KVec<Arc<Region>>,
-    ) -> Result {
-        let n = self.plan_remove(start, end)?;
-        out.reserve(n, GFP_KERNEL)?;
-        self.commit_remove(start, end, out);
         Ok(())
     }
 
-    /// Validates placing `npages` pages at `placement`: returns the start and how many
-    /// regions a `Replace` would displace. Changes nothing.
-    pub(crate) fn plan_insert(
-        &self,
-        npages: usize,
-        placement: Placement,
-    ) -> Result<(usize, usize)> {
-        let start = match placement {
-            Placement::Any => self.find_free(npages).ok_or(ENOMEM)?,
-            Placement::Fixed(s) | Placement::Replace(s) => s,
+    /// Plans `change`: validates it against the tree, and allocates the regions that
+    /// will enter it and their tree nodes. Changes nothing; on error nothing is left.
+    pub(crate) fn plan(&self, change: Change) -> Result<Plan> {
+        let (start, end, dead) = match &change {
+            Change::Map(region, placement) => {
+                let npages = region.npages();
+                let start = match *placement {
+                    Placement::Any => self.find_free(npages).ok_or(ENOMEM)?,
+                    Placement::Fixed(s) | Placement::Replace(s) => s,
+                };
+                let end = start.checked_add(npages).ok_or(EINVAL)?;
+                self.check_range(start, end)?;
+                let replace = matches!(placement, Placement::Replace(_));
+                if !replace && self.overlapping(start, end).next().is_some() {
+                    return Err(EEXIST);
+                }
+                (start, end, replace)
+            }
+            Change::Unmap(start, end) | Change::Protect(start, end, _) => {
+                self.check_range(*start, *end)?;
+                (*start, *end, matches!(change, Change::Unmap(..)))
+            }
         };
-        let end = start.checked_add(npages).ok_or(EINVAL)?;
-        if npages == 0 || end > self.limit {
-            return Err(EINVAL);
+        let (mut lo, mut hi, mut leaving) = (start, end, 0);
+        let (mut covered, mut holes) = (start, false);
+        for (rs, re, _) in self.overlapping(start, end) {
+            leaving += 1;
+            lo = lo.min(rs);
+            hi = hi.max(re);
+            holes |= rs > covered;
+            covered = re;
         }
-        let displaced = match placement {
-            Placement::Replace(_) => self.covered(start, end)?,
-            _ if self.overlapping(start, end).next().is_some() => return Err(EEXIST),
-            _ => 0,
+        holes |= covered < end;
+        let new_prot = match change {
+            Change::Protect(_, _, _) if holes => return Err(ENOMEM), // As `mprotect`.
+            Change::Protect(_, _, prot) => Some(prot),
+            _ => None,
         };
-        Ok((start, displaced))
+        // The pieces of the new set inside [lo, hi), in order (the new region of a MAP
+        // aside): the parts of the old regions outside [start, end), and for PROTECT
+        // the parts inside it with the new protection.
+        let mut pieces = KVec::with_capacity(2 * leaving + 2, GFP_KERNEL)?;
+        for (rs, re, r) in self.overlapping(start, end) {
+            if rs < start {
+                pieces.push(Piece::of(r, rs, rs, start, r.prot), GFP_KERNEL)?;
+            }
+            if let Some(prot) = new_prot {
+                let piece = Piece::of(r, rs, rs.max(start), re.min(end), prot);
+                pieces.push(piece, GFP_KERNEL)?;
+            }
+            if re > end {
+                pieces.push(Piece::of(r, rs, end, re, r.prot), GFP_KERNEL)?;
+            }
+        }
+        if new_prot.is_some() {
+            // Merge with the neighbours the protection now matches, as `mprotect`
+            // merges VMAs: they leave too, and come back as part of a merged region.
+            let left = lo
+                .checked_sub(1)
+                .and_then(|p| self.overlapping(p, lo).next());
+            if let Some((ls, le, left)) = left {
+                let piece = Piece::of(left, ls, ls, le, left.prot);
+                if pieces.first().is_some_and(|p| piece.continued_by(p)) {
+                    pieces
+                        .insert_within_capacity(0, piece)
+                        .map_err(|_| ENOMEM)?;
+                    lo = ls;
+                    leaving += 1;
+                }
+            }
+            if let Some((rs, re, right)) = self.overlapping(hi, hi.saturating_add(1)).next() {
+                let piece = Piece::of(right, rs, rs, re, right.prot);
+                if pieces.last().is_some_and(|p| p.continued_by(&piece)) {
+                    pieces.push(piece, GFP_KERNEL)?;
+                    hi = re;
+                    leaving += 1;
+                }
+            }
+        }
+        let mut new = KVec::with_capacity(pieces.len() + 1, GFP_KERNEL)?;
+        let mut merged: Option<Piece<'_>> = None;
+        for p in pieces.drain_all() {
+            merged = match merged {
+                Some(mut m) if m.continued_by(&p) => {
+                    m.npages += p.npages;
+                    Some(m)
+                }
+                Some(m) => {
+                    new.push((m.start, Region::of_piece(&m)?), GFP_KERNEL)?;
+                    Some(p)
+                }
+                None => Some(p),
+            };
+        }
+        if let Some(m) = merged {
+            new.push((m.start, Region::of_piece(&m)?), GFP_KERNEL)?;
+        }
+        if let Change::Map(region, _) = change {
+            // Between the part cut off on its left and the one on its right, if any.
+            let at = new
+                .iter()
+                .position(|(s, _)| *s > start)
+                .unwrap_or(new.len());
+            new.insert_within_capacity(at, (start, region))
+                .map_err(|_| ENOMEM)?;
+        }
+        let leaving_pages = self.overlapping(lo, hi).map(|(_, _, r)| r.npages()).sum();
+        let mut nodes = KVec::with_capacity(new.len(), GFP_KERNEL)?;
+        for _ in 0..new.len() {
+            nodes.push(RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?, GFP_KERNEL)?;
+        }
+        Ok(Plan {
+            lo,
+            hi,
+            leaving,
+            leaving_pages,
+            new,
+            nodes,
+            start,
+            end,
+            dead,
+        })
     }
 
-    /// Inserts `region` at `start` as [`Self::plan_insert`] planned it, displacing the
-    /// regions the plan counted into `removed` (which must have room for them), using a
-    /// node reserved beforehand: nothing allocates, nothing can fail.
-    pub(crate) fn commit_insert(
-        &mut self,
-        start: usize,
-        region: Arc<Region>,
-        node: RBTreeNodeReservation<usize, Arc<Region>>,
-        removed: &mut KVec<Arc<Region>>,
-    ) {
-        let end = start + region.npages();
-        self.commit_remove(start, end, removed);
-        // INVARIANT: `[start, end)` is inside the arena (planned) and now free.
-        self.tree.insert(node.into_node(end, region));
-    }
-
-    /// Plans and commits an insert (see [`Self::plan_insert`], [`Self::commit_insert`]).
-    /// Returns the region's start; on error the tree is unchanged.
-    pub(crate) fn insert(
-        &mut self,
-        region: Arc<Region>,
-        placement: Placement,
-        node: RBTreeNodeReservation<usize, Arc<Region>>,
-        removed: &mut KVec<Arc<Region>>,
-    ) -> Result<usize> {
-        let (start, displaced) = self.plan_insert(region.npages(), placement)?;
-        removed.reserve(displaced, GFP_KERNEL)?;
-        self.commit_insert(start, region, node, removed);
-        Ok(start)
+    /// Carries `plan` out (planned on this tree, unchanged since): the old regions
+    /// inside `[lo, hi)` go to `out` (which must have room for `plan.leaving` of them),
+    /// the new ones come in. Nothing allocates, nothing can fail.
+    pub(crate) fn commit(&mut self, plan: Plan, out: &mut KVec<(usize, Arc<Region>)>) {
+        while let Some(cursor) = self.tree.cursor_lower_bound_mut(&(plan.lo + 1)) {
+            let (&e, r) = cursor.current();
+            if e - r.npages() >= plan.hi {
+                break;
+            }
+            let (_, node) = cursor.remove_current();
+            let (end, region) = node.to_key_value();
+            push_reserved(out, (end - region.npages(), region));
+        }
+        for ((start, region), node) in plan.new.into_iter().zip(plan.nodes) {
+            // INVARIANT: the plan's regions lie in `[lo, hi)` inside the arena, do not
+            // overlap, and the old regions there just left.
+            self.tree
+                .insert(node.into_node(start + region.npages(), region));
+        }
     }
 
     /// Removes every region (on close), appending them to `out`.
-    pub(crate) fn drain(&mut self, out: &mut KVec<Arc<Region>>) -> Result {
+    pub(crate) fn drain(&mut self, out: &mut KVec<(usize, Arc<Region>)>) -> Result {
         out.reserve(self.len(), GFP_KERNEL)?;
         while let Some(cursor) = self.tree.cursor_front_mut() {
             let (_, node) = cursor.remove_current();
-            push_reserved(out, node.to_key_value().1);
+            let (end, region) = node.to_key_value();
+            push_reserved(out, (end - region.npages(), region));
         }
         Ok(())
     }
@@ -347,55 +588,62 @@ impl RegionTree {
 mod tests {
     use super::*;
 
-    fn tree_with(
-        limit: usize,
-        regions: &[(Placement, usize)],
-    ) -> Result<(RegionTree, KVec<usize>)> {
-        let mut t = RegionTree::new(limit);
-        let mut starts = KVec::new();
-        for &(p, n) in regions {
-            let mut removed = KVec::new();
-            let s = t.insert(
-                Region::new(n, Backing::Zero)?,
-                p,
-                RBTreeNodeReservation::new(GFP_KERNEL)?,
-                &mut removed,
-            )?;
-            starts.push(s, GFP_KERNEL)?;
-        }
-        Ok((t, starts))
+    type Removed = KVec<(usize, Arc<Region>)>;
+
+    /// Plans and commits `change`; returns the regions that left.
+    fn apply(t: &mut RegionTree, change: Change) -> Result<Removed> {
+        let plan = t.plan(change)?;
+        let mut out = KVec::with_capacity(plan.leaving, GFP_KERNEL)?;
+        t.commit(plan, &mut out);
+        Ok(out)
     }
+
+    fn map(t: &mut RegionTree, placement: Placement, n: usize) -> Result<usize> {
+        let r = Region::new(n, Backing::Zero)?;
+        let plan = t.plan(Change::Map(r, placement))?;
+        let start = plan.start;
+        let mut out = KVec::with_capacity(plan.leaving, GFP_KERNEL)?;
+        t.commit(plan, &mut out);
+        Ok(start)
+    }
+
+    /// The tree as `(start, npages, first slot, prot)`.
+    fn layout(t: &RegionTree) -> Result<KVec<(usize, usize, usize, Prot)>> {
+        let mut v = KVec::new();
+        for (s, r) in t.iter() {
+            v.push((s, r.npages(), r.first, r.prot), GFP_KERNEL)?;
+        }
+        Ok(v)
+    }
+
+    fn same_pages(t: &RegionTree, a: usize, b: usize) -> bool {
+        let get = |p| t.with_region(p, |_, r| r.pages.clone());
+        match (get(a), get(b)) {
+            (Some(x), Some(y)) => Arc::ptr_eq(&x, &y),
+            _ => false,
+        }
+    }
+
+    const RW: Prot = Prot::ReadWrite;
+    const RO: Prot = Prot::ReadOnly;
 
     #[test]
     fn first_fit_fills_gaps() -> Result {
-        let (mut t, s) = tree_with(
-            16,
-            &[
-                (Placement::Any, 4),
-                (Placement::Any, 4),
-                (Placement::Any, 4),
-            ],
-        )?;
-        assert_eq!(&s[..], &[0, 4, 8]);
-        let mut out = KVec::new();
-        t.remove_range(4, 8, &mut out)?;
-        assert_eq!(out.len(), 1);
-        let mut removed = KVec::new();
-        let r = Region::new(2, Backing::Zero)?;
-        let at = t.insert(
-            r,
-            Placement::Any,
-            RBTreeNodeReservation::new(GFP_KERNEL)?,
-            &mut removed,
-        )?;
-        assert_eq!(at, 4);
+        let mut t = RegionTree::new(16);
+        for want in [0, 4, 8] {
+            assert_eq!(map(&mut t, Placement::Any, 4)?, want);
+        }
+        assert_eq!(apply(&mut t, Change::Unmap(4, 8))?.len(), 1);
+        assert_eq!(map(&mut t, Placement::Any, 2)?, 4);
         assert_eq!(t.len(), 3);
         Ok(())
     }
 
     #[test]
     fn lookup_finds_containing_region() -> Result {
-        let (t, _) = tree_with(64, &[(Placement::Fixed(8), 4), (Placement::Fixed(20), 1)])?;
+        let mut t = RegionTree::new(64);
+        map(&mut t, Placement::Fixed(8), 4)?;
+        map(&mut t, Placement::Fixed(20), 1)?;
         let start = |pgoff| t.with_region(pgoff, |s, _| s);
         assert_eq!(start(7), None);
         assert_eq!(start(8), Some(8));
@@ -408,53 +656,161 @@ mod tests {
     }
 
     #[test]
-    fn fixed_overlap_and_bounds_are_refused() -> Result {
-        let (mut t, _) = tree_with(16, &[(Placement::Fixed(4), 4)])?;
-        let mut removed = KVec::new();
+    fn bad_changes_are_refused_and_change_nothing() -> Result {
+        let mut t = RegionTree::new(16);
+        map(&mut t, Placement::Fixed(4), 4)?;
         for (p, n, want) in [
             (Placement::Fixed(6), 4, EEXIST),
             (Placement::Fixed(0), 5, EEXIST),
             (Placement::Fixed(14), 4, EINVAL),
             (Placement::Fixed(usize::MAX), 2, EINVAL),
+            (Placement::Replace(14), 4, EINVAL),
             (Placement::Any, 17, ENOMEM),
-            (Placement::Replace(6), 4, EINVAL),
         ] {
-            let r = Region::new(n, Backing::Zero)?;
-            let got = t.insert(r, p, RBTreeNodeReservation::new(GFP_KERNEL)?, &mut removed);
-            assert_eq!(got.err(), Some(want));
+            assert_eq!(map(&mut t, p, n).err(), Some(want));
         }
-        assert_eq!(t.len(), 1);
-        assert_eq!(removed.len(), 0);
+        for (change, want) in [
+            (Change::Unmap(3, 3), EINVAL),
+            (Change::Unmap(8, 17), EINVAL),
+            (Change::Protect(4, 9, RO), ENOMEM), // page 8 is in no region
+            (Change::Protect(2, 5, RO), ENOMEM),
+            (Change::Protect(0, 0, RO), EINVAL),
+        ] {
+            assert_eq!(apply(&mut t, change).err(), Some(want));
+        }
+        assert_eq!(&layout(&t)?[..], &[(4, 4, 0, RW)]);
         Ok(())
     }
 
     #[test]
-    fn replace_and_unmap_take_whole_regions_only() -> Result {
-        let (mut t, _) = tree_with(
-            32,
+    fn unmap_cuts_and_keeps_the_outside_parts() -> Result {
+        let mut t = RegionTree::new(64);
+        map(&mut t, Placement::Fixed(0), 16)?;
+        map(&mut t, Placement::Fixed(20), 4)?;
+        // A hole in the middle: the parts keep their slots (same pages).
+        let gone = apply(&mut t, Change::Unmap(4, 6))?;
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].0, 0);
+        assert_eq!(
+            &layout(&t)?[..],
+            &[(0, 4, 0, RW), (6, 10, 6, RW), (20, 4, 0, RW)]
+        );
+        assert!(same_pages(&t, 0, 6));
+        // Across a region's end, a gap and a whole region.
+        assert_eq!(apply(&mut t, Change::Unmap(14, 30))?.len(), 2);
+        assert_eq!(&layout(&t)?[..], &[(0, 4, 0, RW), (6, 8, 6, RW)]);
+        // A range with no region: nothing changes, nothing leaves (like munmap).
+        let plan = t.plan(Change::Unmap(30, 40))?;
+        assert!(plan.is_empty());
+        assert_eq!(apply(&mut t, Change::Unmap(30, 40))?.len(), 0);
+        // The front page of a region.
+        apply(&mut t, Change::Unmap(6, 7))?;
+        assert_eq!(&layout(&t)?[..], &[(0, 4, 0, RW), (7, 7, 7, RW)]);
+        Ok(())
+    }
+
+    #[test]
+    fn replace_cuts_what_it_covers() -> Result {
+        let mut t = RegionTree::new(64);
+        map(&mut t, Placement::Fixed(0), 8)?;
+        map(&mut t, Placement::Fixed(8), 8)?;
+        let r = Region::new(4, Backing::Zero)?;
+        let plan = t.plan(Change::Map(r, Placement::Replace(6)))?;
+        assert_eq!((plan.lo, plan.hi, plan.leaving), (0, 16, 2));
+        assert_eq!((plan.start, plan.end, plan.dead), (6, 10, true));
+        let mut out = KVec::with_capacity(plan.leaving, GFP_KERNEL)?;
+        t.commit(plan, &mut out);
+        assert_eq!(
+            &layout(&t)?[..],
+            &[(0, 6, 0, RW), (6, 4, 0, RW), (10, 6, 2, RW)]
+        );
+        assert!(!same_pages(&t, 0, 6));
+        assert!(!same_pages(&t, 6, 10));
+        // Inside one region: three parts, the outer two share the old pages.
+        let r = Region::new(2, Backing::Zero)?;
+        apply(&mut t, Change::Map(r, Placement::Replace(12)))?;
+        assert_eq!(
+            &layout(&t)?[..],
             &[
-                (Placement::Fixed(0), 2),
-                (Placement::Fixed(4), 2),
-                (Placement::Fixed(8), 8),
-            ],
-        )?;
-        let mut out = KVec::new();
-        assert_eq!(t.remove_range(2, 4, &mut out).err(), Some(ENOENT));
-        assert_eq!(t.remove_range(9, 10, &mut out).err(), Some(EINVAL));
-        let mut removed = KVec::new();
-        let r = Region::new(8, Backing::Zero)?;
-        let at = t.insert(
-            r,
-            Placement::Replace(0),
-            RBTreeNodeReservation::new(GFP_KERNEL)?,
-            &mut removed,
-        )?;
-        assert_eq!(at, 0);
-        assert_eq!(removed.len(), 2);
-        assert_eq!(t.len(), 2);
-        t.remove_range(0, 32, &mut out)?;
-        assert_eq!(out.len(), 2);
-        assert_eq!(t.len(), 0);
+                (0, 6, 0, RW),
+                (6, 4, 0, RW),
+                (10, 2, 2, RW),
+                (12, 2, 0, RW),
+                (14, 2, 6, RW)
+            ]
+        );
+        assert!(same_pages(&t, 10, 14));
+        Ok(())
+    }
+
+    #[test]
+    fn protect_splits_and_merges_back() -> Result {
+        let mut t = RegionTree::new(64);
+        map(&mut t, Placement::Fixed(0), 16)?;
+        map(&mut t, Placement::Fixed(16), 4)?;
+        // The middle of a region: three parts over the same pages.
+        let plan = t.plan(Change::Protect(4, 8, RO))?;
+        assert!(!plan.dead);
+        let mut out = KVec::with_capacity(plan.leaving, GFP_KERNEL)?;
+        t.commit(plan, &mut out);
+        assert_eq!(
+            &layout(&t)?[..],
+            &[(0, 4, 0, RW), (4, 4, 4, RO), (8, 8, 8, RW), (16, 4, 0, RW)]
+        );
+        assert!(same_pages(&t, 0, 4) && same_pages(&t, 4, 8));
+        // Overlapping the RO part and its right neighbour: merges with the RO part.
+        apply(&mut t, Change::Protect(6, 10, RO))?;
+        assert_eq!(
+            &layout(&t)?[..],
+            &[
+                (0, 4, 0, RW),
+                (4, 6, 4, RO),
+                (10, 6, 10, RW),
+                (16, 4, 0, RW)
+            ]
+        );
+        // Back to RW over the RO part: everything over the first pages merges into
+        // one region again; the region at 16 has other pages and stays apart.
+        let plan = t.plan(Change::Protect(4, 10, RW))?;
+        assert_eq!((plan.lo, plan.hi, plan.leaving), (0, 16, 3));
+        let mut out = KVec::with_capacity(plan.leaving, GFP_KERNEL)?;
+        t.commit(plan, &mut out);
+        assert_eq!(&layout(&t)?[..], &[(0, 16, 0, RW), (16, 4, 0, RW)]);
+        // Across two regions with different pages: split, not merged.
+        apply(&mut t, Change::Protect(12, 18, RO))?;
+        assert_eq!(
+            &layout(&t)?[..],
+            &[
+                (0, 12, 0, RW),
+                (12, 4, 12, RO),
+                (16, 2, 0, RO),
+                (18, 2, 2, RW)
+            ]
+        );
+        // The same protection again changes nothing visible.
+        apply(&mut t, Change::Protect(12, 18, RO))?;
+        assert_eq!(
+            &layout(&t)?[..],
+            &[
+                (0, 12, 0, RW),
+                (12, 4, 12, RO),
+                (16, 2, 0, RO),
+                (18, 2, 2, RW)
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn unmap_after_protect_keeps_protections() -> Result {
+        let mut t = RegionTree::new(32);
+        map(&mut t, Placement::Fixed(0), 12)?;
+        apply(&mut t, Change::Protect(4, 8, RO))?;
+        apply(&mut t, Change::Unmap(2, 6))?;
+        assert_eq!(
+            &layout(&t)?[..],
+            &[(0, 2, 0, RW), (6, 2, 6, RO), (8, 4, 8, RW)]
+        );
         Ok(())
     }
 }

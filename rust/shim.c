@@ -13,7 +13,7 @@ pte_t *vmalab_pte_lock(struct vm_fault *vmf, unsigned long addr, spinlock_t **pt
 void vmalab_pte_unlock(pte_t *pte, spinlock_t *ptl);
 pte_t *vmalab_pte_at(pte_t *pte, unsigned long addr, unsigned long to);
 bool vmalab_pte_set_special(struct vm_fault *vmf, unsigned long addr, pte_t *pte,
-			    struct page *page);
+			    struct page *page, bool writable);
 void vmalab_cond_resched(void);
 
 /*
@@ -66,9 +66,19 @@ pte_t *vmalab_pte_at(pte_t *pte, unsigned long addr, unsigned long to)
  * reference, refused by GUP) unless the entry is already populated.
  */
 bool vmalab_pte_set_special(struct vm_fault *vmf, unsigned long addr, pte_t *pte,
-			    struct page *page)
+			    struct page *page, bool writable)
 {
+	/*
+	 * vm_page_prot is write-protected (the arena has ->pfn_mkwrite, so it wants
+	 * write notification): a writable PTE is made so here, as insert_pfn(mkwrite)
+	 * does with maybe_mkwrite(), whose x86 pte_mkwrite() is not exported (it only
+	 * differs for shadow-stack VMAs, which an arena never is). Write before dirty,
+	 * so that x86 never sees Write=0,Dirty=1 (a shadow-stack PTE).
+	 */
 	pte_t entry = pte_mkspecial(mk_pte(page, vmf->vma->vm_page_prot));
+
+	if (writable && (vmf->vma->vm_flags & VM_WRITE))
+		entry = pte_mkdirty(pte_mkwrite_novma(entry));
 
 	if (!pte_none(ptep_get(pte)))
 		return false;

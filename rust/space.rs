@@ -18,13 +18,14 @@
 //! runs under `mmap_lock`) → engine creation; `setup` is never held while taking
 //! `mmap_lock` or an engine lock of a running engine. `graveyard` is innermost.
 
-#![deny(unsafe_code)]
+// One kind of `unsafe` here: punching the pages of a departed part of a region
+// (`Region::punch`), in writer step 4 and at release.
 
 use crate::{
     backing::Backing,
-    engine::{self, Engine, Unpublished},
+    engine::{self, Budget, Engine, Unpublished},
     protocol::writer::{self, Writer, Zap},
-    region::{push_reserved, Placement, Region},
+    region::{push_reserved, Change, Placement, Plan, Prot, Region},
     stats::Stats,
     uapi,
     vm_ops::{self, Fault, FaultAround, FaultOutcome},
@@ -78,22 +79,15 @@ pub(crate) struct Space {
     /// mutant skipped part of the protocol), so they are freed only with the space,
     /// once no arena VMA is left.
     #[pin]
-    graveyard: Mutex<KVec<Arc<Region>>>,
-}
-
-/// A writer operation's publish step.
-enum Op {
-    /// MAP a region (taken by the publish) at a placement.
-    Map(Option<Arc<Region>>, Placement),
-    /// UNMAP `[start, end)` (pages).
-    Unmap(usize, usize),
+    graveyard: Mutex<KVec<(usize, Arc<Region>)>>,
 }
 
 /// One writer operation: the space's and the engine's sides of `protocol/writer.rs`.
 struct WriterOp<'a> {
     space: &'a Space,
     engine: &'a dyn Engine,
-    op: Op,
+    /// Taken by the publish.
+    change: Option<Change>,
     /// `VMALAB_MUTANT_*` bits armed when the operation began.
     mutants: u32,
     /// Where the publish placed or began the operation (pages).
@@ -101,18 +95,18 @@ struct WriterOp<'a> {
 }
 
 impl<'a> WriterOp<'a> {
-    fn new(space: &'a Space, engine: &'a dyn Engine, op: Op) -> Self {
+    fn new(space: &'a Space, engine: &'a dyn Engine, change: Change) -> Self {
         Self {
             space,
             engine,
-            op,
+            change: Some(change),
             mutants: space.mutants.load(Relaxed),
             start: 0,
         }
     }
 
     /// Runs the operation (`protocol/writer.rs`), without the zap if that mutant is
-    /// armed.
+    /// armed. On error nothing changed.
     fn run(&mut self) -> Result {
         let zap = if self.mutants & uapi::VMALAB_MUTANT_SKIP_ZAP != 0 {
             Zap::MutantSkip
@@ -123,19 +117,26 @@ impl<'a> WriterOp<'a> {
     }
 }
 
+/// The file's limits, as the engines charge a plan to them.
+impl Budget for Space {
+    fn charge(&self, plan: &Plan) -> Result {
+        let (regions, pages) = plan.growth();
+        self.charge(regions, pages)
+    }
+
+    fn refund(&self, plan: &Plan) {
+        let (regions, pages) = plan.growth();
+        self.uncharge(regions, pages);
+    }
+}
+
 impl Writer for WriterOp<'_> {
     type Unpublished = Unpublished;
     type Error = Error;
 
     fn publish(&mut self) -> Result<Unpublished> {
-        let stats = &self.space.stats;
-        let out = match &mut self.op {
-            Op::Map(region, placement) => {
-                let region = region.take().ok_or(EINVAL)?;
-                self.engine.publish_map(region, *placement, stats)?
-            }
-            Op::Unmap(start, end) => self.engine.publish_unmap(*start, *end, stats)?,
-        };
+        let change = self.change.take().ok_or(EINVAL)?;
+        let out = self.engine.publish(change, self.space, &self.space.stats)?;
         self.start = out.start;
         Ok(out)
     }
@@ -151,13 +152,7 @@ impl Writer for WriterOp<'_> {
     }
 
     fn free(&mut self, unpublished: Unpublished) {
-        if matches!(self.op, Op::Map(..)) && !unpublished.regions.is_empty() {
-            self.space
-                .stats
-                .add(uapi::VMALAB_CTR_REPLACED, unpublished.regions.len() as u64);
-        }
-        self.space
-            .free_unpublished(unpublished.regions, self.mutants);
+        self.space.free_unpublished(unpublished, self.mutants);
     }
 }
 
@@ -221,27 +216,37 @@ impl Space {
         self.engine.as_ref().map(|e| &**e).ok_or(EINVAL)
     }
 
-    /// Charges a new region of `npages` against the file's limits (`ENOMEM` beyond).
-    fn charge(&self, npages: usize) -> Result {
+    /// Charges `regions` more regions spanning `pages` more pages against the file's
+    /// limits (`ENOMEM` beyond, and nothing charged); negative amounts uncharge and
+    /// always succeed.
+    fn charge(&self, regions: isize, pages: isize) -> Result {
+        let max_regions = uapi::VMALAB_MAX_REGIONS as usize;
         let max_pages = uapi::VMALAB_MAX_REGION_PAGES as usize;
-        if npages > max_pages {
+        // Two's complement: adding a negative amount as `usize` subtracts it.
+        let was = self.regions.fetch_add(regions as usize, Relaxed);
+        if regions > 0 && was.wrapping_add(regions as usize) > max_regions {
+            self.regions.fetch_sub(regions as usize, Relaxed);
             return Err(ENOMEM);
         }
-        if self.regions.fetch_add(1, Relaxed) >= uapi::VMALAB_MAX_REGIONS as usize {
-            self.regions.fetch_sub(1, Relaxed);
-            return Err(ENOMEM);
-        }
-        if self.region_pages.fetch_add(npages, Relaxed) > max_pages - npages {
-            self.uncharge(npages);
+        let was = self.region_pages.fetch_add(pages as usize, Relaxed);
+        if pages > 0 && was.wrapping_add(pages as usize) > max_pages {
+            self.uncharge(regions, pages);
             return Err(ENOMEM);
         }
         Ok(())
     }
 
-    /// Returns what [`Self::charge`] took for a region of `npages`.
-    fn uncharge(&self, npages: usize) {
-        self.regions.fetch_sub(1, Relaxed);
-        self.region_pages.fetch_sub(npages, Relaxed);
+    /// Undoes [`Self::charge`] of the same amounts.
+    fn uncharge(&self, regions: isize, pages: isize) {
+        self.regions.fetch_sub(regions as usize, Relaxed);
+        self.region_pages.fetch_sub(pages as usize, Relaxed);
+    }
+
+    /// Whether `pages` more would still fit the file's page budget now (an early,
+    /// racy refusal before allocating a huge region; the plan's charge decides).
+    fn pages_fit(&self, pages: usize) -> bool {
+        let max_pages = uapi::VMALAB_MAX_REGION_PAGES as usize;
+        pages <= max_pages && self.region_pages.load(Relaxed) <= max_pages - pages
     }
 
     /// `VMALAB_IOC_CONFIG`.
@@ -325,7 +330,27 @@ impl Space {
             FaultOutcome::Mapped => uapi::VMALAB_CTR_FAULT_FAST,
             FaultOutcome::MappedSlow => uapi::VMALAB_CTR_FAULT_SLOW,
             FaultOutcome::SigBus => uapi::VMALAB_CTR_FAULT_SIGBUS,
+            FaultOutcome::SigSegv => uapi::VMALAB_CTR_FAULT_SIGSEGV,
             FaultOutcome::Oom => uapi::VMALAB_CTR_FAULT_OOM,
+        });
+        out
+    }
+
+    /// `->pfn_mkwrite`: a write to a present read-only PTE. `Mapped` lets the kernel
+    /// make it writable (the region is read-write: the PTE was write-protected by an
+    /// `mprotect` of the arena); `SigSegv` for a read-only region.
+    pub(crate) fn mkwrite(&self, f: &Fault<'_>) -> FaultOutcome {
+        let Some(engine) = self.engine.as_ref() else {
+            return FaultOutcome::SigBus;
+        };
+        let out = match engine.prot_at(f.pgoff(), &self.stats) {
+            Some(Prot::ReadWrite) => return FaultOutcome::Mapped,
+            Some(Prot::ReadOnly) => FaultOutcome::SigSegv,
+            None => FaultOutcome::SigBus,
+        };
+        self.stats.inc(match out {
+            FaultOutcome::SigSegv => uapi::VMALAB_CTR_FAULT_SIGSEGV,
+            _ => uapi::VMALAB_CTR_FAULT_SIGBUS,
         });
         out
     }
@@ -365,19 +390,12 @@ impl Space {
             }
             _ => return Err(EINVAL),
         };
-        self.charge(npages)?;
-        let region = match Region::new(npages, backing) {
-            Ok(region) => region,
-            Err(e) => {
-                self.uncharge(npages);
-                return Err(e);
-            }
-        };
-        let mut op = WriterOp::new(self, engine, Op::Map(Some(region), placement));
-        if let Err(e) = op.run() {
-            self.uncharge(npages);
-            return Err(e);
+        if !self.pages_fit(npages) {
+            return Err(ENOMEM);
         }
+        let region = Region::new(npages, backing)?;
+        let mut op = WriterOp::new(self, engine, Change::Map(region, placement));
+        op.run()?;
         self.stats.inc(uapi::VMALAB_CTR_MAP);
         self.account_writer(t0);
         m.offset = (op.start as u64) << PAGE_SHIFT;
@@ -390,9 +408,26 @@ impl Space {
         let engine = self.engine()?;
         let arena_pages = self.setup.lock().arena_pages;
         let (start, end) = range_of(u.offset, u.length, arena_pages)?;
-        let mut op = WriterOp::new(self, engine, Op::Unmap(start, end));
-        op.run()?;
+        WriterOp::new(self, engine, Change::Unmap(start, end)).run()?;
         self.stats.inc(uapi::VMALAB_CTR_UNMAP);
+        self.account_writer(t0);
+        Ok(())
+    }
+
+    /// `VMALAB_IOC_PROTECT`.
+    pub(crate) fn protect(&self, p: &uapi::VmalabProtect) -> Result {
+        let t0 = Instant::<Monotonic>::now();
+        let prot = match p.prot {
+            _ if p.reserved != 0 => return Err(EINVAL),
+            uapi::VMALAB_PROT_READ => Prot::ReadOnly,
+            uapi::VMALAB_PROT_READ_WRITE => Prot::ReadWrite,
+            _ => return Err(EINVAL),
+        };
+        let engine = self.engine()?;
+        let arena_pages = self.setup.lock().arena_pages;
+        let (start, end) = range_of(p.offset, p.length, arena_pages)?;
+        WriterOp::new(self, engine, Change::Protect(start, end, prot)).run()?;
+        self.stats.inc(uapi::VMALAB_CTR_PROTECT);
         self.account_writer(t0);
         Ok(())
     }
@@ -418,41 +453,48 @@ impl Space {
         }
     }
 
-    /// Writer step 4: frees the regions a writer took out — or, while a test mutant
-    /// is armed, keeps them until the space goes (their pages may still be mapped).
-    fn free_unpublished(&self, removed: KVec<Arc<Region>>, mutants: u32) {
-        if mutants == 0 {
-            self.free(removed);
-            return;
+    /// Writer step 4: frees the regions a writer took out, and the pages of theirs
+    /// that died (the part inside the range of an UNMAP or REPLACE; parts outside it
+    /// live on in the regions that replaced them). While a test mutant is armed the
+    /// regions are kept, pages and all, until the space goes: their pages may still
+    /// be mapped.
+    fn free_unpublished(&self, u: Unpublished, mutants: u32) {
+        let mut freed = 0;
+        for (start, r) in u.regions.iter() {
+            let end = start + r.npages();
+            if !u.dead || end <= u.start || *start >= u.end {
+                continue;
+            }
+            let offset = u.start.saturating_sub(*start);
+            let n = end.min(u.end) - start - offset;
+            freed += if mutants != 0 {
+                r.present_in(offset, n)
+            } else {
+                // SAFETY: `r` left the set at publish and the writer's quiesce and zap
+                // (`protocol/writer.rs`) ran: no fault can reach this part any more,
+                // no PTE maps it, and the region that replaced the set there (if any)
+                // has other pages.
+                unsafe { r.punch(offset, n) }
+            };
+            vm_ops::cond_resched();
         }
-        self.count_freed(&removed);
+        self.stats.add(uapi::VMALAB_CTR_PAGE_FREE, freed as u64);
+        self.stats
+            .add(uapi::VMALAB_CTR_REGION_FREE, u.regions.len() as u64);
+        if mutants != 0 {
+            self.park(u.regions);
+        }
+    }
+
+    /// Keeps regions until the space goes (test mutants).
+    fn park(&self, regions: KVec<(usize, Arc<Region>)>) {
         let mut graveyard = self.graveyard.lock();
-        if graveyard.reserve(removed.len(), GFP_KERNEL).is_err() {
-            core::mem::forget(removed); // Test mutant out of memory: leak, never free.
+        if graveyard.reserve(regions.len(), GFP_KERNEL).is_err() {
+            core::mem::forget(regions); // Test mutant out of memory: leak, never free.
             return;
         }
-        for r in removed {
+        for r in regions {
             push_reserved(&mut graveyard, r);
-        }
-    }
-
-    /// Accounts regions as freed: counters and the file's limits.
-    fn count_freed(&self, removed: &[Arc<Region>]) {
-        for r in removed {
-            self.stats
-                .add(uapi::VMALAB_CTR_PAGE_FREE, r.present() as u64);
-            self.stats.inc(uapi::VMALAB_CTR_REGION_FREE);
-            self.uncharge(r.npages());
-            vm_ops::cond_resched();
-        }
-    }
-
-    /// Drops regions (freeing their pages), counting what they release.
-    fn free(&self, removed: KVec<Arc<Region>>) {
-        self.count_freed(&removed);
-        for r in removed {
-            drop(r);
-            vm_ops::cond_resched();
         }
     }
 
@@ -497,14 +539,22 @@ impl Space {
     }
 
     /// The file is being released: no VMA references the space any more (each held a
-    /// reference), so drop every region.
+    /// reference), so drop every region and free its pages.
     pub(crate) fn release(&self) {
         if let Some(e) = self.engine.as_ref() {
             let mut removed = KVec::new();
             // Cannot fail for lack of memory in a way we could report; regions left in
             // the engine are freed when it drops with the space.
             let _ = e.drain(&mut removed);
-            self.free(removed);
+            let mut freed = 0;
+            for (_, r) in removed.iter() {
+                // SAFETY: No arena VMA is left, so no fault runs and no PTE exists.
+                freed += unsafe { r.punch(0, r.npages()) };
+                vm_ops::cond_resched();
+            }
+            self.stats.add(uapi::VMALAB_CTR_PAGE_FREE, freed as u64);
+            self.stats
+                .add(uapi::VMALAB_CTR_REGION_FREE, removed.len() as u64);
         }
     }
 }

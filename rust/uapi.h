@@ -43,6 +43,17 @@ struct vmalab_unmap {
 	__u64 length;
 };
 
+#define VMALAB_PROT_READ	(1u << 0)
+#define VMALAB_PROT_WRITE	(1u << 1)
+#define VMALAB_PROT_READ_WRITE	(VMALAB_PROT_READ | VMALAB_PROT_WRITE)
+
+struct vmalab_protect {
+	__u64 offset;		/* every page of the range must be in a region (ENOMEM) */
+	__u64 length;
+	__u32 prot;		/* VMALAB_PROT_READ or VMALAB_PROT_READ_WRITE */
+	__u32 reserved;
+};
+
 /* Test-only (module loaded with test_hooks=1): protocol mutants, negative controls. */
 #define VMALAB_MUTANT_SKIP_ZAP		(1u << 0)
 #define VMALAB_MUTANT_SKIP_GRACE_PERIOD	(1u << 1)
@@ -76,6 +87,7 @@ struct vmalab_info {
 #define VMALAB_IOC_MAP		_IOWR(VMALAB_IOC_MAGIC, 0x02, struct vmalab_map)
 #define VMALAB_IOC_UNMAP	_IOW(VMALAB_IOC_MAGIC, 0x03, struct vmalab_unmap)
 #define VMALAB_IOC_INFO		_IOR(VMALAB_IOC_MAGIC, 0x04, struct vmalab_info)
+#define VMALAB_IOC_PROTECT	_IOW(VMALAB_IOC_MAGIC, 0x05, struct vmalab_protect)
 #define VMALAB_IOC_TEST_WARN	_IO(VMALAB_IOC_MAGIC, 0x3f)
 #define VMALAB_IOC_TEST_HOOKS	_IOW(VMALAB_IOC_MAGIC, 0x3e, struct vmalab_test_hooks)
 
@@ -103,6 +115,8 @@ struct vmalab_info {
 #define VMALAB_CTR_SHARED_WRITES	16
 #define VMALAB_CTR_GRACE_PERIODS	17
 #define VMALAB_CTR_REFCOUNT_WAITS	18
-#define VMALAB_CTR_DEFINED		19
+#define VMALAB_CTR_FAULT_SIGSEGV	19
+#define VMALAB_CTR_PROTECT		20
+#define VMALAB_CTR_DEFINED		21
 
 #endif /* _VMALAB_UAPI_H */

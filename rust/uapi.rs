@@ -10,7 +10,8 @@
 //!
 //! Model: one open file of `/dev/vmalab` is one address space. Its `mmap` creates the
 //! *arena*. Inside the arena, *regions* (vmalab's own VMAs) are created and destroyed
-//! with [`VMALAB_IOC_MAP`] / [`VMALAB_IOC_UNMAP`]. Offsets and lengths are bytes from
+//! with [`VMALAB_IOC_MAP`] / [`VMALAB_IOC_UNMAP`] and re-protected with
+//! [`VMALAB_IOC_PROTECT`]. Offsets and lengths are bytes from
 //! the start of the arena and must be page aligned.
 
 #![deny(unsafe_code)]
@@ -47,8 +48,11 @@ pub const VMALAB_IOC_MAP: u32 = ioc(
     0x02,
     core::mem::size_of::<VmalabMap>(),
 );
-/// Destroys the regions in a range (like `munmap`).
+/// Destroys the regions in a range, cutting those it overlaps (like `munmap`).
 pub const VMALAB_IOC_UNMAP: u32 = ioc(IOC_WRITE, 0x03, core::mem::size_of::<VmalabUnmap>());
+/// Changes the protection of a range, splitting the regions at its ends (like
+/// `mprotect`).
+pub const VMALAB_IOC_PROTECT: u32 = ioc(IOC_WRITE, 0x05, core::mem::size_of::<VmalabProtect>());
 /// Reads the engine, the arena size and the counters.
 pub const VMALAB_IOC_INFO: u32 = ioc(IOC_READ, 0x04, core::mem::size_of::<VmalabInfo>());
 /// Test-only: makes the module emit a kernel `WARNING` (needs `test_hooks=1`), so that
@@ -99,7 +103,7 @@ pub const VMALAB_ENGINE_RWSEM: u32 = 1;
 /// Engine: Wilcox's RCU region lookup with per-region references for sleeping faults.
 pub const VMALAB_ENGINE_RCU: u32 = 2;
 /// Engine: the measurement floor. Regions are fixed when the arena is mapped and
-/// looked up with no synchronisation; map/unmap after that fail with `EPERM`.
+/// looked up with no synchronisation; map/unmap/protect after that fail with `EPERM`.
 pub const VMALAB_ENGINE_NONE: u32 = 3;
 /// Engine ids are dense from 1; this is one past the last valid id.
 pub const VMALAB_ENGINE_END: u32 = 4;
@@ -141,9 +145,9 @@ pub struct VmalabConfig {
 /// Place the region exactly at `offset`; fail with `EEXIST` if it overlaps a region
 /// (like `MAP_FIXED_NOREPLACE`).
 pub const VMALAB_MAP_FIXED: u32 = 1 << 0;
-/// Place the region exactly at `offset`, replacing the regions it covers (like
-/// `MAP_FIXED`). Regions it overlaps must lie entirely inside it (`EINVAL` otherwise):
-/// vmalab never splits a region.
+/// Place the region exactly at `offset`, replacing what it covers (like `MAP_FIXED`):
+/// regions it overlaps in part are cut, keeping their parts outside it (same pages,
+/// data, backing and protection).
 pub const VMALAB_MAP_REPLACE: u32 = 1 << 1;
 /// All valid [`VmalabMap::flags`] bits.
 pub const VMALAB_MAP_FLAGS_ALL: u32 = VMALAB_MAP_FIXED | VMALAB_MAP_REPLACE;
@@ -175,8 +179,11 @@ pub struct VmalabMap {
     pub reserved: u32,
 }
 
-/// Argument of [`VMALAB_IOC_UNMAP`]. Every region the range touches must lie entirely
-/// inside it (`EINVAL` otherwise); a range that touches no region fails with `ENOENT`.
+/// Argument of [`VMALAB_IOC_UNMAP`]: any page-aligned range inside the arena. Regions
+/// it overlaps in part are cut, keeping their parts outside it (same pages, data,
+/// backing and protection); a range with no region in it succeeds and changes
+/// nothing, as `munmap` does. Once the call returns, every access to the range
+/// raises `SIGBUS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VmalabUnmap {
@@ -184,6 +191,31 @@ pub struct VmalabUnmap {
     pub offset: u64,
     /// Length of the range in bytes, page aligned and non-zero.
     pub length: u64,
+}
+
+/// Protection: reads only; a write raises `SIGSEGV`.
+pub const VMALAB_PROT_READ: u32 = 1 << 0;
+/// Protection bit: writes (only together with [`VMALAB_PROT_READ`]).
+pub const VMALAB_PROT_WRITE: u32 = 1 << 1;
+/// Protection: reads and writes (what a MAP creates).
+pub const VMALAB_PROT_READ_WRITE: u32 = VMALAB_PROT_READ | VMALAB_PROT_WRITE;
+
+/// Argument of [`VMALAB_IOC_PROTECT`]. Every page of the range must be in a region
+/// (`ENOMEM` otherwise, as `mprotect` answers, and nothing changes). Regions are split
+/// at the range's ends, and parts that end up with the same pages (contiguous),
+/// backing and protection are merged again. Once the call returns, a write to a page
+/// made read-only raises `SIGSEGV` (no PTE mapped before still allows it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmalabProtect {
+    /// Offset of the range in bytes, page aligned.
+    pub offset: u64,
+    /// Length of the range in bytes, page aligned and non-zero.
+    pub length: u64,
+    /// [`VMALAB_PROT_READ`] or [`VMALAB_PROT_READ_WRITE`] (`EINVAL` otherwise).
+    pub prot: u32,
+    /// Must be 0.
+    pub reserved: u32,
 }
 
 /// Number of counter slots in [`VmalabInfo::counters`] (room to grow).
@@ -230,8 +262,12 @@ pub const VMALAB_CTR_SHARED_WRITES: usize = 16;
 pub const VMALAB_CTR_GRACE_PERIODS: usize = 17;
 /// Counter: removed regions whose slow-path references a writer had to wait for.
 pub const VMALAB_CTR_REFCOUNT_WAITS: usize = 18;
+/// Counter: faults answered with `SIGSEGV` (a write to a read-only region).
+pub const VMALAB_CTR_FAULT_SIGSEGV: usize = 19;
+/// Counter: successful protect ioctls.
+pub const VMALAB_CTR_PROTECT: usize = 20;
 /// Number of counters currently defined.
-pub const VMALAB_CTR_DEFINED: usize = 19;
+pub const VMALAB_CTR_DEFINED: usize = 21;
 
 /// Counter names, indexed by `VMALAB_CTR_*`.
 pub const COUNTER_NAMES: [&str; VMALAB_CTR_DEFINED] = [
@@ -254,6 +290,8 @@ pub const COUNTER_NAMES: [&str; VMALAB_CTR_DEFINED] = [
     "shared_writes",
     "grace_periods",
     "refcount_waits",
+    "fault_sigsegv",
+    "protect",
 ];
 
 /// Argument of [`VMALAB_IOC_INFO`].

@@ -67,13 +67,15 @@ mod shim {
         pub(super) fn vmalab_pte_unlock(pte: *mut c_void, ptl: *mut c_void);
         /// The entry for `to` in the PTE table whose entry for `addr` is `pte`.
         pub(super) fn vmalab_pte_at(pte: *mut c_void, addr: usize, to: usize) -> *mut c_void;
-        /// Under the PTE lock: `set_pte_at()` a special PTE for `page` with the VMA's
-        /// protection if the entry is none; false if it was populated.
+        /// Under the PTE lock: `set_pte_at()` a special PTE for `page` (writable and
+        /// dirty if `writable` and the VMA allows writes, else read-only) if the entry
+        /// is none; false if it was populated.
         pub(super) fn vmalab_pte_set_special(
             vmf: *const c_void,
             addr: usize,
             pte: *mut c_void,
             page: *mut c_void,
+            writable: bool,
         ) -> bool;
         /// `cond_resched()`.
         pub(super) fn vmalab_cond_resched();
@@ -96,6 +98,8 @@ pub(crate) enum FaultOutcome {
     MappedSlow,
     /// No region covers the address.
     SigBus,
+    /// The access is not allowed (a write to a read-only region).
+    SigSegv,
     /// Out of memory.
     Oom,
 }
@@ -107,6 +111,7 @@ impl FaultOutcome {
                 bindings::vm_fault_reason_VM_FAULT_NOPAGE
             }
             FaultOutcome::SigBus => bindings::vm_fault_reason_VM_FAULT_SIGBUS,
+            FaultOutcome::SigSegv => bindings::vm_fault_reason_VM_FAULT_SIGSEGV,
             FaultOutcome::Oom => bindings::vm_fault_reason_VM_FAULT_OOM,
         }) as bindings::vm_fault_t
     }
@@ -137,6 +142,12 @@ impl<'a> Fault<'a> {
     #[inline]
     pub(crate) fn pgoff(&self) -> usize {
         self.vmf.__bindgen_anon_1.pgoff
+    }
+
+    /// Whether the fault is a write access.
+    #[inline]
+    pub(crate) fn is_write(&self) -> bool {
+        self.vmf.flags & bindings::fault_flag_FAULT_FLAG_WRITE != 0
     }
 
     /// The faulting (page-aligned) user address.
@@ -275,16 +286,21 @@ pub(crate) struct PteTable<'f> {
 }
 
 impl PteTable<'_> {
-    /// Maps `page` at arena page `pgoff` unless a PTE is already there. `pgoff` must lie
-    /// in the same PTE table (2 MiB span) as the faulting page (`EINVAL` otherwise).
-    /// Never sleeps.
+    /// Maps `page` at arena page `pgoff` unless a PTE is already there, writable if
+    /// `writable` (and the VMA is), else read-only. `pgoff` must lie in the same PTE
+    /// table (2 MiB span) as the faulting page (`EINVAL` otherwise). Never sleeps.
     ///
     /// # Safety
     ///
     /// `page` must stay allocated until the PTE installed here is gone: until the range
     /// is zapped or the arena VMA is destroyed. A special PTE holds no reference.
     #[inline]
-    pub(crate) unsafe fn install(&self, pgoff: usize, page: &Page) -> Result<Install> {
+    pub(crate) unsafe fn install(
+        &self,
+        pgoff: usize,
+        page: &Page,
+        writable: bool,
+    ) -> Result<Install> {
         let fault = self.fault.address();
         let addr =
             fault.wrapping_add(pgoff.wrapping_sub(self.fault.pgoff()) << kernel::page::PAGE_SHIFT);
@@ -305,6 +321,7 @@ impl PteTable<'_> {
                 addr,
                 pte,
                 page.as_ptr().cast(),
+                writable,
             )
         };
         Ok(if set {
@@ -460,6 +477,27 @@ unsafe extern "C" fn vma_map_pages(
     }
 }
 
+/// `vm_ops->pfn_mkwrite`: a write to a present read-only PTE of the arena.
+///
+/// Providing it makes the kernel write-protect the arena's default protection
+/// (`vma_wants_writenotify`), which is why every install chooses its protection
+/// itself; read-only PTEs then come from read-only regions (a write gets `SIGSEGV`)
+/// or from an `mprotect` of the arena (a write to a read-write region is allowed:
+/// `finish_mkwrite_fault` makes the PTE writable if it is still the same one).
+///
+/// # Safety
+///
+/// As for [`vma_fault`]; the PTE lock is not held.
+unsafe extern "C" fn vma_pfn_mkwrite(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
+    // SAFETY: Valid and locked for this call (function contract), as `Fault` requires.
+    let vmf = unsafe { &*vmf };
+    let fault = Fault { vmf };
+    match fault.space().mkwrite(&fault) {
+        FaultOutcome::Mapped | FaultOutcome::MappedSlow => 0,
+        out => out.to_raw(),
+    }
+}
+
 /// `struct vm_operations_struct` with raw pointers, shareable because it is immutable.
 #[repr(transparent)]
 struct VmOps(bindings::vm_operations_struct);
@@ -475,6 +513,7 @@ static VM_OPS: VmOps = VmOps(bindings::vm_operations_struct {
     mremap: Some(vma_mremap),
     fault: Some(vma_fault),
     map_pages: Some(vma_map_pages),
+    pfn_mkwrite: Some(vma_pfn_mkwrite),
     name: Some(vma_name),
     ..pin_init::zeroed()
 });

@@ -64,6 +64,8 @@ unsafe impl AsBytes for uapi::VmalabMap {}
 // SAFETY: As above.
 unsafe impl FromBytes for uapi::VmalabUnmap {}
 // SAFETY: As above.
+unsafe impl FromBytes for uapi::VmalabProtect {}
+// SAFETY: As above.
 unsafe impl FromBytes for uapi::VmalabTestHooks {}
 // SAFETY: As above; no padding, so no uninitialised bytes are exposed.
 unsafe impl AsBytes for uapi::VmalabInfo {}
@@ -121,6 +123,7 @@ impl MiscDevice for VmalabDevice {
                 slice().writer().write(&m)?;
             }
             uapi::VMALAB_IOC_UNMAP => space.unmap(&user.reader().read()?)?,
+            uapi::VMALAB_IOC_PROTECT => space.protect(&user.reader().read()?)?,
             uapi::VMALAB_IOC_INFO => user.writer().write(&space.info())?,
             uapi::VMALAB_IOC_TEST_HOOKS => {
                 if !module_parameters::test_hooks.value() {

@@ -15,8 +15,8 @@
 #![deny(unsafe_code)]
 
 use crate::{
-    engine::{Engine, Unpublished},
-    region::{Placement, Region, RegionTree},
+    engine::{Budget, Engine, Unpublished},
+    region::{Change, Prot, Region, RegionTree},
     stats::Stats,
     uapi,
     vm_ops::{Fault, FaultAround, FaultOutcome},
@@ -24,7 +24,6 @@ use crate::{
 use kernel::{
     new_mutex,
     prelude::*,
-    rbtree::RBTreeNodeReservation,
     sync::{Arc, Mutex, SetOnce},
 };
 
@@ -80,31 +79,19 @@ impl Engine for NoneEngine {
         }
     }
 
-    fn publish_map(
-        &self,
-        region: Arc<Region>,
-        placement: Placement,
-        _stats: &Stats,
-    ) -> Result<Unpublished> {
-        let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
-        let npages = region.npages();
-        let mut setup = self.setup.lock();
-        if self.frozen.as_ref().is_some() {
-            return Err(EPERM);
-        }
-        let mut out = Unpublished::new(0, 0);
-        out.start = setup.insert(region, placement, node, &mut out.regions)?;
-        out.end = out.start + npages;
-        Ok(out)
+    fn prot_at(&self, pgoff: usize, _stats: &Stats) -> Option<Prot> {
+        self.lookup(pgoff).map(|(_, region)| region.prot())
     }
 
-    fn publish_unmap(&self, start: usize, end: usize, _stats: &Stats) -> Result<Unpublished> {
+    fn publish(&self, change: Change, budget: &dyn Budget, _stats: &Stats) -> Result<Unpublished> {
         let mut setup = self.setup.lock();
         if self.frozen.as_ref().is_some() {
             return Err(EPERM);
         }
-        let mut out = Unpublished::new(start, end);
-        setup.remove_range(start, end, &mut out.regions)?;
+        let plan = setup.plan(change)?;
+        let mut out = Unpublished::of(&plan)?;
+        budget.charge(&plan)?;
+        setup.commit(plan, &mut out.regions);
         Ok(out)
     }
 
@@ -120,7 +107,7 @@ impl Engine for NoneEngine {
         Ok(())
     }
 
-    fn drain(&self, removed: &mut KVec<Arc<Region>>) -> Result {
+    fn drain(&self, removed: &mut KVec<(usize, Arc<Region>)>) -> Result {
         // The frozen array keeps its own references; they go when the engine drops.
         self.setup.lock().drain(removed)
     }

@@ -19,7 +19,8 @@
 //!
 //! Writers (serialised by `writer`, which also owns placement; the order is
 //! `protocol/writer.rs`, the wait `protocol/reclaim.rs`, both shared with the model):
-//! 1. publish: one `mtree_store_range`/`mtree_erase` makes the new set visible;
+//! 1. publish: `mtree_store_range` calls make the new set visible (a split stores
+//!    the parts that stay first, then empties the hole: a reader sees old or new);
 //! 2. quiesce: `synchronize_rcu()` — every fast-path fault that could have found an
 //!    old region has finished (a fast-path fault installs its PTE inside its read
 //!    section) — then wait for holds on the old regions to drain: every slow-path
@@ -38,10 +39,10 @@
 #![deny(unsafe_code)]
 
 use crate::{
-    engine::{Engine, Slot, Unpublished},
+    engine::{Budget, Engine, Slot, Unpublished},
     protocol::rcu_fault::{self, RcuFault},
     rcu_tree::{Held, Node, RcuRangeMap, Wait},
-    region::{Placement, Region, RegionTree},
+    region::{Change, Prot, Region, RegionTree},
     stats::Stats,
     uapi,
     vm_ops::{Fault, FaultAround, FaultOutcome},
@@ -49,7 +50,6 @@ use crate::{
 use kernel::{
     new_mutex,
     prelude::*,
-    rbtree::RBTreeNodeReservation,
     sync::{
         atomic::{Atomic, Relaxed},
         rcu, Arc, Mutex,
@@ -168,42 +168,34 @@ impl Engine for RcuEngine {
         })
     }
 
-    fn publish_map(
-        &self,
-        region: Arc<Region>,
-        placement: Placement,
-        _stats: &Stats,
-    ) -> Result<Unpublished> {
-        let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
-        let npages = region.npages();
-        let mut writer = self.writer.lock();
-        let (start, displaced) = writer.plan_insert(npages, placement)?;
-        let mut out = Unpublished::new(start, start + npages);
-        out.regions.reserve(displaced, GFP_KERNEL)?;
-        let slot = Slot {
-            start,
-            region: region.clone(),
-        };
-        // Readers see the old regions or the new one, never a gap. Nothing after this
-        // point can fail.
-        self.map
-            .store(start, start + npages - 1, slot, &mut out.entries)?;
-        writer.commit_insert(start, region, node, &mut out.regions);
-        Ok(out)
+    fn prot_at(&self, pgoff: usize, _stats: &Stats) -> Option<Prot> {
+        let guard = rcu::read_lock();
+        self.map.load(pgoff, &guard).map(|slot| slot.region.prot())
     }
 
-    fn publish_unmap(&self, start: usize, end: usize, _stats: &Stats) -> Result<Unpublished> {
+    fn publish(&self, change: Change, budget: &dyn Budget, _stats: &Stats) -> Result<Unpublished> {
         let mut writer = self.writer.lock();
-        let n = writer.plan_remove(start, end)?;
-        let mut out = Unpublished::new(start, end);
-        out.regions.reserve(n, GFP_KERNEL)?;
-        let mut starts = KVec::with_capacity(n, GFP_KERNEL)?;
-        for s in writer.starts_in(start, end) {
-            starts.push(s, GFP_KERNEL)?;
+        let plan = writer.plan(change)?;
+        let mut out = Unpublished::of(&plan)?;
+        if plan.is_empty() {
+            return Ok(out);
         }
-        // Allocates first: nothing after the first erase can fail.
-        self.map.erase_all(&starts, &mut out.entries)?;
-        writer.commit_remove(start, end, &mut out.regions);
+        let mut slots = KVec::with_capacity(plan.new.len(), GFP_KERNEL)?;
+        for (start, region) in plan.new.iter() {
+            let slot = Slot {
+                start: *start,
+                region: region.clone(),
+            };
+            slots.push((*start, start + region.npages() - 1, slot), GFP_KERNEL)?;
+        }
+        budget.charge(&plan)?;
+        // Readers see the old regions or the new ones, never a gap where the new set
+        // has a region. Nothing after this point can fail.
+        if let Err(e) = self.map.replace(plan.lo, plan.hi, slots, &mut out.entries) {
+            budget.refund(&plan);
+            return Err(e);
+        }
+        writer.commit(plan, &mut out.regions);
         Ok(out)
     }
 
@@ -231,7 +223,7 @@ impl Engine for RcuEngine {
         Ok(())
     }
 
-    fn drain(&self, removed: &mut KVec<Arc<Region>>) -> Result {
+    fn drain(&self, removed: &mut KVec<(usize, Arc<Region>)>) -> Result {
         // Release: no VMA is left, so no reader; the map frees its slots on drop.
         self.writer.lock().drain(removed)
     }

@@ -18,8 +18,8 @@
 #![deny(unsafe_code)]
 
 use crate::{
-    engine::{Engine, Unpublished},
-    region::{Placement, Region, RegionTree},
+    engine::{Budget, Engine, Unpublished},
+    region::{Change, Prot, Region, RegionTree},
     rwsem::{new_rwsem, RwSem},
     stats::Stats,
     uapi,
@@ -27,7 +27,6 @@ use crate::{
 };
 use kernel::{
     prelude::*,
-    rbtree::RBTreeNodeReservation,
     sync::{
         atomic::{Atomic, Relaxed},
         Arc,
@@ -89,31 +88,20 @@ impl Engine for RwsemEngine {
             .unwrap_or(FaultOutcome::SigBus)
     }
 
-    fn publish_map(
-        &self,
-        region: Arc<Region>,
-        placement: Placement,
-        _stats: &Stats,
-    ) -> Result<Unpublished> {
-        let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
-        let npages = region.npages();
-        let mut out = Unpublished::new(0, 0);
-        // Room for the displaced regions, so nothing allocates under the write lock
-        // except in the rare case of more than a few.
-        out.regions.reserve(4, GFP_KERNEL)?;
-        out.start = self
-            .tree
-            .write()
-            .insert(region, placement, node, &mut out.regions)?;
-        out.end = out.start + npages;
-        Ok(out)
+    fn prot_at(&self, pgoff: usize, stats: &Stats) -> Option<Prot> {
+        let tree = self.tree.read();
+        stats.add(uapi::VMALAB_CTR_SHARED_WRITES, LOCK_WRITES);
+        tree.with_region(pgoff, |_, region| region.prot())
     }
 
-    fn publish_unmap(&self, start: usize, end: usize, _stats: &Stats) -> Result<Unpublished> {
-        let mut out = Unpublished::new(start, end);
-        self.tree
-            .write()
-            .remove_range(start, end, &mut out.regions)?;
+    fn publish(&self, change: Change, budget: &dyn Budget, _stats: &Stats) -> Result<Unpublished> {
+        let mut tree = self.tree.write();
+        // Plans (and allocates the new regions) under the write lock: the plan must
+        // see the set it changes.
+        let plan = tree.plan(change)?;
+        let mut out = Unpublished::of(&plan)?;
+        budget.charge(&plan)?;
+        tree.commit(plan, &mut out.regions);
         Ok(out)
     }
 
@@ -130,7 +118,7 @@ impl Engine for RwsemEngine {
         Ok(())
     }
 
-    fn drain(&self, removed: &mut KVec<Arc<Region>>) -> Result {
+    fn drain(&self, removed: &mut KVec<(usize, Arc<Region>)>) -> Result {
         self.tree.write().drain(removed)
     }
 

@@ -63,18 +63,16 @@ const ALLOWED: &[(Call, &[Errno])] = &[
         Call::Ioctl,
         &[
             // Malformed argument: alignment, zero or oversized length, overflow, outside
-            // the arena, unknown flags/engine/backing, reserved != 0, MAP before the arena
-            // size is known, REPLACE/UNMAP cutting a region, CONFIG arena_size above
+            // the arena, unknown flags/engine/backing/protection, reserved != 0, MAP
+            // before the arena size is known, CONFIG arena_size above
             // VMALAB_MAX_ARENA_SIZE (uapi.rs, space.rs, README "Limits, errnos").
             libc::EINVAL,
-            // MAP without FIXED/REPLACE and no free gap; a MAP beyond the file's budget
-            // (VMALAB_MAX_REGIONS regions, VMALAB_MAX_REGION_PAGES pages); an allocation
-            // failure.
+            // MAP without FIXED/REPLACE and no free gap; a MAP or split beyond the file's
+            // budget (VMALAB_MAX_REGIONS regions, VMALAB_MAX_REGION_PAGES pages); an
+            // allocation failure; PROTECT of a range with a page in no region.
             libc::ENOMEM,
             // MAP FIXED over an existing region.
             libc::EEXIST,
-            // UNMAP of a range that holds no region.
-            libc::ENOENT,
             // CONFIG after the engine was created or the arena mapped.
             libc::EBUSY,
             // Engine `none` after mmap; the test ioctls without test_hooks=1 (never issued).
@@ -93,7 +91,6 @@ const ALLOWED: &[(Call, &[Errno])] = &[
             libc::EINVAL,
             libc::ENOMEM,
             libc::EEXIST,
-            libc::ENOENT,
             libc::EBUSY,
             libc::EPERM,
             libc::EFAULT,
@@ -543,62 +540,162 @@ fn junk_cmd(rng: &mut Rng) -> u32 {
 // The shadow model
 // ---------------------------------------------------------------------------------
 
+/// One region as the fuzzer believes it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Reg {
+    /// Length in bytes.
+    len: u64,
+    /// Which MAP created its pages; the parts of a split share it.
+    origin: u64,
+    /// Byte offset of its first page in that MAP's pages.
+    first: u64,
+    /// Slow-backed.
+    slow: bool,
+    /// Read-only (PROTECT).
+    ro: bool,
+}
+
+impl Reg {
+    /// Whether `next`, placed right after `self` at `gap == 0`, continues its pages with
+    /// the same protection (the module then merges them into one region).
+    fn continued_by(&self, next: &Reg) -> bool {
+        self.origin == next.origin && self.first + self.len == next.first && self.ro == next.ro
+    }
+}
+
 /// What the fuzzer believes about the regions and their data.
 #[derive(Default)]
 struct Model {
-    /// start -> length (bytes).
-    regions: BTreeMap<u64, u64>,
+    /// start -> region.
+    regions: BTreeMap<u64, Reg>,
     /// Known words in regions: offset -> value; `None` = written by the kernel with
     /// something we cannot predict. Words not listed read as zero.
     words: HashMap<u64, Option<u64>>,
-    /// The slow-backed regions among `regions`: start -> length.
-    slow: BTreeMap<u64, u64>,
+    /// The next MAP's origin.
+    next_origin: u64,
 }
 
 impl Model {
     /// Bytes of slow-backed regions inside `[s, e)`.
     fn slow_bytes(&self, s: u64, e: u64) -> u64 {
-        self.slow
+        self.regions
             .iter()
-            .map(|(&rs, &rl)| (rs + rl).min(e).saturating_sub(rs.max(s)))
+            .filter(|(_, r)| r.slow)
+            .map(|(&rs, r)| (rs + r.len).min(e).saturating_sub(rs.max(s)))
             .sum()
     }
-    /// Regions intersecting `[s, e)`.
+    /// Regions intersecting `[s, e)`, as `(start, length)`.
     fn overlapping(&self, s: u64, e: u64) -> Vec<(u64, u64)> {
         self.regions
             .iter()
-            .filter(|&(&rs, &rl)| rs < e && rs + rl > s)
-            .map(|(&rs, &rl)| (rs, rl))
+            .filter(|&(&rs, r)| rs < e && rs + r.len > s)
+            .map(|(&rs, r)| (rs, r.len))
             .collect()
     }
     fn region_at(&self, off: u64) -> Option<(u64, u64)> {
         self.overlapping(off, off + 1).first().copied()
     }
-    /// Whether some region pokes out of `[s, e)`.
-    fn cuts(&self, s: u64, e: u64) -> bool {
-        self.overlapping(s, e)
-            .iter()
-            .any(|&(rs, rl)| rs < s || rs + rl > e)
+    /// Whether the page at `off` is in a read-only region.
+    fn read_only_at(&self, off: u64) -> bool {
+        self.region_at(off)
+            .and_then(|(s, _)| self.regions.get(&s))
+            .is_some_and(|r| r.ro)
     }
-    fn remove_inside(&mut self, s: u64, e: u64) {
-        self.regions
-            .retain(|&rs, &mut rl| !(rs >= s && rs + rl <= e));
-        self.slow.retain(|&rs, &mut rl| !(rs >= s && rs + rl <= e));
+    /// Whether every byte of `[s, e)` is in some region.
+    fn covers(&self, s: u64, e: u64) -> bool {
+        let mut at = s;
+        for (rs, rl) in self.overlapping(s, e) {
+            if rs > at {
+                return false;
+            }
+            at = rs + rl;
+        }
+        at >= e
+    }
+    /// Removes `[s, e)` from the regions, keeping the parts of those it cuts (same
+    /// pages), and forgets the words there (UNMAP, REPLACE).
+    fn cut(&mut self, s: u64, e: u64) {
+        for (rs, _) in self.overlapping(s, e) {
+            let r = self.regions.remove(&rs).expect("listed");
+            if rs < s {
+                self.regions.insert(rs, Reg { len: s - rs, ..r });
+            }
+            if rs + r.len > e {
+                let len = rs + r.len - e;
+                let first = r.first + (e - rs);
+                self.regions.insert(e, Reg { len, first, ..r });
+            }
+        }
         self.words.retain(|&o, _| o < s || o >= e);
+    }
+    /// How many regions a cut of `[s, e)` would leave.
+    fn regions_after_cut(&self, s: u64, e: u64) -> usize {
+        let over = self.overlapping(s, e);
+        let kept = over.iter().filter(|&&(rs, _)| rs < s).count()
+            + over.iter().filter(|&&(rs, rl)| rs + rl > e).count();
+        self.regions.len() - over.len() + kept
+    }
+    /// A new region of `len` bytes at `o` (over nothing: the caller cut first).
+    fn add(&mut self, o: u64, len: u64, slow: bool) {
+        self.next_origin += 1;
+        let origin = self.next_origin;
+        let r = Reg {
+            len,
+            origin,
+            first: 0,
+            slow,
+            ro: false,
+        };
+        self.regions.insert(o, r);
+    }
+    /// PROTECT `[s, e)` (covered): splits at its ends, then merges neighbours that
+    /// continue each other, as the module does.
+    fn protect(&mut self, s: u64, e: u64, ro: bool) {
+        for (rs, _) in self.overlapping(s, e) {
+            let r = self.regions.remove(&rs).expect("listed");
+            let (ms, me) = (rs.max(s), (rs + r.len).min(e));
+            if rs < ms {
+                self.regions.insert(rs, Reg { len: ms - rs, ..r });
+            }
+            let first = r.first + (ms - rs);
+            self.regions.insert(
+                ms,
+                Reg {
+                    len: me - ms,
+                    first,
+                    ro,
+                    ..r
+                },
+            );
+            if rs + r.len > me {
+                let first = r.first + (me - rs);
+                let len = rs + r.len - me;
+                self.regions.insert(me, Reg { len, first, ..r });
+            }
+        }
+        let all: Vec<(u64, Reg)> = self.regions.iter().map(|(&k, &r)| (k, r)).collect();
+        let mut merged: Vec<(u64, Reg)> = Vec::new();
+        for (k, r) in all {
+            match merged.last_mut() {
+                Some((ls, l)) if *ls + l.len == k && l.continued_by(&r) => l.len += r.len,
+                _ => merged.push((k, r)),
+            }
+        }
+        self.regions = merged.into_iter().collect();
     }
     /// Pages held by all regions.
     fn pages(&self) -> u64 {
-        self.regions.values().map(|l| l / P).sum()
+        self.regions.values().map(|r| r.len / P).sum()
     }
 
     /// First-fit gap of `len` bytes in an arena of `arena` bytes.
     fn first_fit(&self, len: u64, arena: u64) -> Option<u64> {
         let mut prev = 0;
-        for (&s, &l) in &self.regions {
+        for (&s, r) in &self.regions {
             if s - prev >= len {
                 return Some(prev);
             }
-            prev = s + l;
+            prev = s + r.len;
         }
         (arena.saturating_sub(prev) >= len).then_some(prev)
     }
@@ -635,7 +732,7 @@ struct Episode {
     arena_size: u64,
     /// Engine from INFO (0: not created yet).
     engine: u32,
-    /// `None` once the model lost track (see `lose`).
+    /// The shadow model (`None` where the fuzzer cannot follow, see its uses).
     model: Option<Model>,
     /// The engine the last successful CONFIG chose (None: the module's default).
     want_engine: Option<u32>,
@@ -870,15 +967,6 @@ impl<'a> Seq<'a> {
         })
     }
 
-    fn lose(&mut self, why: String) {
-        if self.ep.model.take().is_some() {
-            self.note(
-                "lost",
-                format!("model lost track at op #{}: {why}", self.idx),
-            );
-        }
-    }
-
     /// Records a note of some kind: the first message is kept, the rest counted.
     fn note(&mut self, kind: &'static str, msg: String) {
         let e = self.notes.entry(kind).or_insert((msg, 0));
@@ -904,7 +992,7 @@ impl<'a> Seq<'a> {
         let n = self.ep.model.as_ref()?.regions.len() as u64;
         let k = self.rng.below(n) as usize;
         let m = self.ep.model.as_ref()?;
-        m.regions.iter().nth(k).map(|(&s, &l)| (s, l))
+        m.regions.iter().nth(k).map(|(&s, r)| (s, r.len))
     }
 
     fn remember(&mut self, line: String) {
@@ -1107,7 +1195,8 @@ impl<'a> Seq<'a> {
             1,                  // 12 fork
             d(dev && arena, 1), // 13 close the device, keep the arena
             d(dev && arena, 1), // 14 another device's arena over ours
-            1,                  // 15 end the episode
+            d(dev, 4),          // 15 protect
+            1,                  // 16 end the episode
         ];
         match self.rng.weighted(&weights) {
             0 => self.op_config(),
@@ -1128,6 +1217,7 @@ impl<'a> Seq<'a> {
                 ("close the device (arena stays)".into(), Ok("ok".into()))
             }
             14 => self.op_foreign(),
+            15 => self.op_protect(),
             _ => {
                 let r = self.end_episode().map(|()| "ok".to_string());
                 ("end of episode".into(), r)
@@ -1225,7 +1315,15 @@ impl<'a> Seq<'a> {
                     Some((s, l)) if self.rng.below(4) != 0 => s + (self.rng.below(l) & !7),
                     _ => self.rng.below(a) & !7,
                 };
-                Ptr::InArena(off.min(a.saturating_sub(8)) & !7)
+                let off = off.min(a.saturating_sub(8)) & !7;
+                // Not into a read-only region: the kernel could read an argument there
+                // that our store could not put (an unpredictable one).
+                let ro = |o| self.ep.model.as_ref().is_some_and(|m| m.read_only_at(o));
+                if ro(off) || ro(off + 8 * 37) {
+                    Ptr::Good
+                } else {
+                    Ptr::InArena(off)
+                }
             }
             _ => Ptr::Good,
         }
@@ -1585,24 +1683,14 @@ impl<'a> Seq<'a> {
             }
             let e = o + m.length;
             let over = model.overlapping(o, e);
-            if m.flags == uapi::VMALAB_MAP_REPLACE {
-                if model.cuts(o, e) {
-                    self.lose(format!(
-                        "REPLACE [{o:#x}, {e:#x}) succeeded over regions {over:x?} it cuts"
-                    ));
-                    return Ok(format!("ok at {o:#x}"));
-                }
-            } else {
+            if m.flags != uapi::VMALAB_MAP_REPLACE {
                 expect(over.is_empty(), || {
                     format!("new region [{o:#x}, {e:#x}) overlaps {over:x?}")
                 })?;
             }
             if let Some(model) = self.ep.model.as_mut() {
-                model.remove_inside(o, e);
-                model.regions.insert(o, m.length);
-                if m.backing == uapi::VMALAB_BACKING_SLOW {
-                    model.slow.insert(o, m.length);
-                }
+                model.cut(o, e);
+                model.add(o, m.length, m.backing == uapi::VMALAB_BACKING_SLOW);
             }
         }
         Ok(format!("{} at {placed:x?}", res(&r)))
@@ -1665,23 +1753,120 @@ impl<'a> Seq<'a> {
             expect(r == Err(libc::EPERM), || {
                 "engine none after mmap must refuse UNMAP with EPERM".into()
             })?;
-        } else if valid && !model.overlapping(s, e).is_empty() && !model.cuts(s, e) {
-            expect(r.is_ok(), || {
+        } else if valid {
+            // Like munmap: any range, cutting what it overlaps; one with no region in
+            // it changes nothing. Only a split beyond the region budget may fail.
+            let over_budget = model.regions_after_cut(s, e) as u64 > uapi::VMALAB_MAX_REGIONS;
+            expect(r.is_ok() || (over_budget && r == Err(libc::ENOMEM)), || {
                 format!(
-                    "UNMAP of whole regions {:x?} must succeed",
+                    "UNMAP [{s:#x}, {e:#x}) over {:x?} must succeed",
                     model.overlapping(s, e)
                 )
             })?;
         }
         if r.is_ok() {
             expect(valid, || "UNMAP with invalid arguments succeeded".into())?;
-            if model.cuts(s, e) {
-                let over = model.overlapping(s, e);
-                self.lose(format!(
-                    "UNMAP [{s:#x}, {e:#x}) succeeded over regions {over:x?} it cuts"
-                ));
-            } else if let Some(model) = self.ep.model.as_mut() {
-                model.remove_inside(s, e);
+            if let Some(model) = self.ep.model.as_mut() {
+                model.cut(s, e);
+            }
+        }
+        Ok(res(&r))
+    }
+
+    fn op_protect(&mut self) -> (String, Step) {
+        // Mostly inside or across regions we believe exist, sometimes anything.
+        let pick_region = self.pick_region();
+        let (offset, length) = match (self.rng.below(3), pick_region) {
+            (0, Some((s, l))) => {
+                let a = P * self.rng.below(l / P);
+                (s + a, P * (1 + self.rng.below((l - a) / P)))
+            }
+            (1, Some((s, _))) => (s, P * (1 + self.rng.below(64))),
+            _ => (self.gen_off(), self.gen_len()),
+        };
+        let prot = match self.rng.below(8) {
+            0..=2 => uapi::VMALAB_PROT_READ,
+            3..=5 => uapi::VMALAB_PROT_READ_WRITE,
+            6 => self.rng.pick(&[0, uapi::VMALAB_PROT_WRITE, 4, 7, u32::MAX]),
+            _ => self.rng.next() as u32,
+        };
+        let p = uapi::VmalabProtect {
+            offset,
+            length,
+            prot,
+            reserved: u32::from(self.rng.one_in(16)),
+        };
+        let ptr = if self.rng.one_in(8) {
+            self.gen_ptr(true)
+        } else {
+            Ptr::Good
+        };
+        let desc = format!("PROTECT {p:x?} via {ptr:?}");
+        let r = self.do_protect(p, ptr);
+        (desc, r)
+    }
+
+    fn do_protect(&mut self, p: uapi::VmalabProtect, ptr: Ptr) -> Step {
+        let fd = self.fd().ok_or("no device")?;
+        let (at, stored) = self.place(ptr, &bytes_of(&p))?;
+        let r = ioctl(fd, uapi::VMALAB_IOC_PROTECT, at);
+        self.tally.add("protect", &r);
+        errno_ok(Call::Ioctl, &r)?;
+        if ptr.always_faults() || !stored {
+            expect(r == Err(libc::EFAULT), || {
+                "a bad pointer did not fault".into()
+            })?;
+            return Ok(res(&r));
+        }
+        if self.ep.engine == 0 {
+            self.refresh()?;
+        }
+        let a = self.ep.arena_size;
+        let can = self.ep.can_modify();
+        let ro = match p.prot {
+            uapi::VMALAB_PROT_READ => Some(true),
+            uapi::VMALAB_PROT_READ_WRITE => Some(false),
+            _ => None,
+        };
+        let valid = a != 0
+            && p.reserved == 0
+            && ro.is_some()
+            && p.offset.is_multiple_of(P)
+            && p.length.is_multiple_of(P)
+            && p.length != 0
+            && p.offset.checked_add(p.length).is_some_and(|e| e <= a);
+        let Some(model) = self.ep.model.as_ref() else {
+            return Ok(res(&r));
+        };
+        let (s, e) = (p.offset, p.offset.wrapping_add(p.length));
+        if valid && !can {
+            expect(r == Err(libc::EPERM), || {
+                "engine none after mmap must refuse PROTECT with EPERM".into()
+            })?;
+        } else if valid && !model.covers(s, e) {
+            expect(r == Err(libc::ENOMEM), || {
+                format!(
+                    "PROTECT [{s:#x}, {e:#x}) over {:x?} (a page in no region) must fail ENOMEM",
+                    model.overlapping(s, e)
+                )
+            })?;
+        } else if valid {
+            // At most one region in three; only that may exceed the budget.
+            let near_budget = model.regions.len() as u64 + 2 > uapi::VMALAB_MAX_REGIONS;
+            expect(r.is_ok() || (near_budget && r == Err(libc::ENOMEM)), || {
+                format!(
+                    "PROTECT [{s:#x}, {e:#x}) over {:x?} must succeed",
+                    model.overlapping(s, e)
+                )
+            })?;
+        } else {
+            expect(r.is_err(), || {
+                "PROTECT with invalid arguments succeeded".into()
+            })?;
+        }
+        if r.is_ok() {
+            if let (Some(model), Some(ro)) = (self.ep.model.as_mut(), ro) {
+                model.protect(s, e, ro);
             }
         }
         Ok(res(&r))
@@ -2155,13 +2340,14 @@ impl<'a> Seq<'a> {
             let in_region = m.region_at(off).is_some();
             let readable = a.prot & (libc::PROT_READ | libc::PROT_WRITE) != 0;
             let writable = a.prot & libc::PROT_WRITE != 0;
-            let want: Result<(), probe::Fault> = if !readable || (store && !writable) {
-                Err(probe::Fault::Segv)
-            } else if !in_region {
-                Err(probe::Fault::Bus)
-            } else {
-                Ok(())
-            };
+            let want: Result<(), probe::Fault> =
+                if !readable || (store && !writable) || (store && m.read_only_at(off)) {
+                    Err(probe::Fault::Segv)
+                } else if !in_region {
+                    Err(probe::Fault::Bus)
+                } else {
+                    Ok(())
+                };
             expect(got.map(drop) == want, || {
                 format!(
                     "got {got:x?}, expected {want:?} (region {:x?}, prot {:#x})",
@@ -2241,7 +2427,7 @@ impl<'a> Seq<'a> {
                 ioctl(fd, uapi::VMALAB_IOC_UNMAP, &mut u as *mut _ as usize)
                     .map_err(|x| format!("UNMAP of all our regions: {}", ename(x)))?;
                 if let Some(m) = self.ep.model.as_mut() {
-                    m.remove_inside(0, a.size);
+                    m.cut(0, a.size);
                 }
             }
             let after = self.info()?.counters[uapi::VMALAB_CTR_ZAP];
@@ -2280,12 +2466,20 @@ impl<'a> Seq<'a> {
         let arena = self.ep.arena;
         let fd = self.fd();
         let a = self.ep.arena_size;
-        let model_regions: Option<Vec<u64>> = self
+        // Region starts; read-only regions listed apart (a store there must SIGSEGV).
+        let model_regions: Option<Vec<u64>> = self.ep.model.as_ref().map(|m| {
+            m.regions
+                .iter()
+                .filter(|(_, r)| !r.ro)
+                .map(|(&k, _)| k)
+                .collect()
+        });
+        let read_only = self
             .ep
             .model
             .as_ref()
-            .map(|m| m.regions.keys().copied().collect());
-        let expect_regions = model_regions.as_ref().map(|r| r.len() as u64);
+            .map_or(0, |m| m.regions.values().filter(|r| r.ro).count() as u64);
+        let expect_regions = model_regions.as_ref().map(|r| r.len() as u64 + read_only);
         let offs: Vec<u64> = match arena {
             Some(a) => (0..4).map(|_| self.rng.below(a.size) & !7).collect(),
             None => Vec::new(),
@@ -2390,7 +2584,7 @@ impl<'a> Seq<'a> {
             }
             if unmap {
                 if let Some(m) = self.ep.model.as_mut() {
-                    m.remove_inside(0, a);
+                    m.cut(0, a);
                 }
             }
             if mmap {

@@ -16,6 +16,7 @@
 
 mod fuzz;
 mod race;
+mod split_race;
 mod tests;
 
 use std::{

@@ -2,7 +2,7 @@
 
 use crate::{
     race::{self, Mode, RaceSpec},
-    Ctx, Outcome, Test, TestResult,
+    split_race, Ctx, Outcome, Test, TestResult,
 };
 use std::sync::Barrier;
 use vmalab::{errno_name, probe, uapi, Arena, Device, PAGE_SIZE};
@@ -47,6 +47,9 @@ pub fn suite() -> Vec<Test> {
         test("unmap_races_faults", unmap_races_faults, 600),
         test("replace_races_faults", replace_races_faults, 600),
         test("slow_backing_races_unmap", slow_backing_races_unmap, 600),
+        test("splits_keep_pages_and_data", splits_keep_pages_and_data, 60),
+        test("split_races_faults", split_races_faults, 600),
+        test("protect_races_writers", protect_races_writers, 600),
         test("close_with_live_mappings", close_with_live_mappings, 120),
         test(
             "fork_does_not_inherit_arena",
@@ -82,6 +85,16 @@ pub fn suite() -> Vec<Test> {
         negative(
             "mutant_skip_zap_is_caught",
             mutant_skip_zap_is_caught,
+            |e| uapi::engine_can_modify_mapped(e.id),
+        ),
+        negative(
+            "mutant_skip_zap_split_is_caught",
+            mutant_skip_zap_split_is_caught,
+            |e| uapi::engine_can_modify_mapped(e.id),
+        ),
+        negative(
+            "mutant_skip_zap_protect_is_caught",
+            mutant_skip_zap_protect_is_caught,
             |e| uapi::engine_can_modify_mapped(e.id),
         ),
         negative(
@@ -373,29 +386,61 @@ fn bad_ioctls(ctx: &Ctx) -> TestResult {
         libc::EEXIST,
     ));
     t(expect_errno(
-        "REPLACE partial overlap",
-        dev.map_at(10 * PAGE_SIZE, 4 * PAGE_SIZE, true),
-        libc::EINVAL,
-    ));
-    t(expect_errno(
         "no room",
         dev.map(60 * PAGE_SIZE),
         libc::ENOMEM,
     ));
+    // UNMAP of a range with no region succeeds and changes nothing, as munmap does.
+    t(ok("unmap unmapped range", dev.unmap(0, 8 * PAGE_SIZE)).map_err(|e| format!("{e:?}")));
+    let protect = |off: usize, len: usize, prot: u32, reserved: u32| {
+        let mut p = uapi::VmalabProtect {
+            offset: off as u64,
+            length: len as u64,
+            prot,
+            reserved,
+        };
+        dev.ioctl_raw(uapi::VMALAB_IOC_PROTECT, &mut p as *mut _ as usize)
+            .map(drop)
+    };
+    let (rd, rw) = (uapi::VMALAB_PROT_READ, uapi::VMALAB_PROT_READ_WRITE);
+    for (what, off, len, prot, reserved, want) in [
+        ("protect prot 0", 8, 4, 0, 0, libc::EINVAL),
+        (
+            "protect write-only",
+            8,
+            4,
+            uapi::VMALAB_PROT_WRITE,
+            0,
+            libc::EINVAL,
+        ),
+        ("protect unknown bit", 8, 4, rw | 4, 0, libc::EINVAL),
+        ("protect reserved != 0", 8, 4, rd, 1, libc::EINVAL),
+        ("protect zero length", 8, 0, rd, 0, libc::EINVAL),
+        ("protect beyond arena", 60, 8, rd, 0, libc::EINVAL),
+        ("protect a hole", 8, 8, rd, 0, libc::ENOMEM),
+        ("protect before a region", 7, 2, rd, 0, libc::ENOMEM),
+        ("protect no region", 0, 4, rw, 0, libc::ENOMEM),
+    ] {
+        t(expect_errno(
+            what,
+            protect(off * PAGE_SIZE, len * PAGE_SIZE, prot, reserved),
+            want,
+        ));
+    }
     t(expect_errno(
-        "unmap unmapped range",
-        dev.unmap(0, 8 * PAGE_SIZE),
-        libc::ENOENT,
-    ));
-    t(expect_errno(
-        "unmap part of a region",
-        dev.unmap(9 * PAGE_SIZE, PAGE_SIZE),
+        "protect unaligned",
+        protect(8 * PAGE_SIZE + 1, PAGE_SIZE, rd, 0),
         libc::EINVAL,
     ));
     t(expect_errno(
-        "unmap straddling",
-        dev.unmap(4 * PAGE_SIZE, 6 * PAGE_SIZE),
+        "protect overflowing",
+        protect(!(PAGE_SIZE - 1), 2 * PAGE_SIZE, rd, 0),
         libc::EINVAL,
+    ));
+    t(expect_errno(
+        "protect bad pointer",
+        dev.ioctl_raw(uapi::VMALAB_IOC_PROTECT, 16).map(drop),
+        libc::EFAULT,
     ));
     t(expect_errno(
         "unmap unaligned",
@@ -710,6 +755,228 @@ fn replace_basic(ctx: &Ctx) -> TestResult {
     })?;
     let _ = b;
     Ok(())
+}
+
+/// Splits by UNMAP, REPLACE and PROTECT, step by step: the parts of a cut region keep
+/// its pages and data, the cut-out part `SIGBUS`es and its pages are freed, a write to
+/// a read-only part `SIGSEGV`s, protections merge back, an UNMAP of nothing succeeds.
+/// Every engine: `none` does its splits before the arena is mapped.
+fn splits_keep_pages_and_data(ctx: &Ctx) -> TestResult {
+    let p = PAGE_SIZE;
+    let (dev, arena, off) = space_with(ctx, ARENA, |dev| {
+        let off = ok("map", dev.map_at(0, 16 * p, false))?;
+        ok("unmap [4, 6)", dev.unmap(4 * p, 2 * p))?;
+        ok(
+            "protect RO [8, 10)",
+            dev.protect(8 * p, 2 * p, uapi::VMALAB_PROT_READ),
+        )?;
+        ok("unmap of nothing", dev.unmap(32 * p, 8 * p))?;
+        Ok(off)
+    })?;
+    let regions = ok("info", dev.info())?.regions;
+    check(regions == 4, || {
+        format!("{regions} regions after the setup splits, want 4")
+    })?;
+    for page in 0..16 {
+        let at = off + page * p;
+        let load = arena.load(at);
+        let store = arena.store(at + 8, 0x5a);
+        let (want_load, want_store) = match page {
+            4 | 5 => (Err(probe::Fault::Bus), Err(probe::Fault::Bus)),
+            8 | 9 => (Ok(0), Err(probe::Fault::Segv)),
+            _ => (Ok(0), Ok(())),
+        };
+        check(load == want_load && store == want_store, || {
+            format!("page {page}: load {load:?} store {store:?}, want {want_load:?} {want_store:?}")
+        })?;
+    }
+    let c = ok("info", dev.info())?.counters;
+    check(c[uapi::VMALAB_CTR_FAULT_SIGSEGV] >= 2, || {
+        format!("fault_sigsegv {}", c[uapi::VMALAB_CTR_FAULT_SIGSEGV])
+    })?;
+    if !uapi::engine_can_modify_mapped(ctx.engine.id) {
+        expect_errno(
+            "protect after mmap",
+            dev.protect(0, p, uapi::VMALAB_PROT_READ),
+            libc::EPERM,
+        )?;
+        return Ok(());
+    }
+    // Live: data in every page, then cut, replace across a boundary, re-protect.
+    ok("refill the hole", dev.map_at(4 * p, 2 * p, false).map(drop))?;
+    ok(
+        "protect RW [8, 10)",
+        dev.protect(8 * p, 2 * p, uapi::VMALAB_PROT_READ_WRITE),
+    )?;
+    write_range(&arena, off, 16 * p, 7)?;
+    let before = ok("info", dev.info())?;
+    ok("unmap [2, 3)", dev.unmap(2 * p, p))?;
+    ok("replace [5, 7)", dev.map_at(5 * p, 2 * p, true).map(drop))?;
+    // (Counted before the loads below allocate the new region's pages.)
+    let after = ok("info", dev.info())?;
+    for page in 0..16 {
+        let at = off + page * p;
+        let r = match page {
+            2 => check(arena.load(at) == Err(probe::Fault::Bus), || {
+                "page 2 after UNMAP".into()
+            }),
+            5 | 6 => verify_range(&arena, at, p, None).map_err(Outcome::Fail),
+            _ => verify_range(&arena, at, p, Some(7)).map_err(Outcome::Fail),
+        };
+        r.map_err(|e| Outcome::Fail(format!("page {page}: {e:?}")))?;
+    }
+    let freed =
+        after.counters[uapi::VMALAB_CTR_PAGE_FREE] - before.counters[uapi::VMALAB_CTR_PAGE_FREE];
+    check(freed == 3 && after.pages == before.pages - 3, || {
+        format!(
+            "cutting out 3 written pages freed {freed} (pages {} -> {})",
+            before.pages, after.pages
+        )
+    })?;
+    // Read-only across three regions, then back: the protection splits and merges.
+    let n = after.regions;
+    expect_errno(
+        "protect over the hole",
+        dev.protect(0, 16 * p, uapi::VMALAB_PROT_READ),
+        libc::ENOMEM,
+    )?;
+    let same = ok("info", dev.info())?.regions;
+    check(same == n, || {
+        format!("a failed PROTECT changed {n} regions to {same}")
+    })?;
+    ok(
+        "protect RO [3, 16)",
+        dev.protect(3 * p, 13 * p, uapi::VMALAB_PROT_READ),
+    )?;
+    check(arena.store(off, 1).is_ok(), || {
+        "page 0 is read-write".into()
+    })?;
+    for page in [3, 5, 7, 15] {
+        let at = off + page * p;
+        check(arena.store(at, 1) == Err(probe::Fault::Segv), || {
+            format!("store to read-only page {page} did not SIGSEGV")
+        })?;
+    }
+    verify_range(&arena, off + 3 * p, 2 * p, Some(7)).map_err(Outcome::Fail)?;
+    ok(
+        "protect RW [3, 16)",
+        dev.protect(3 * p, 13 * p, uapi::VMALAB_PROT_READ_WRITE),
+    )?;
+    let back = ok("info", dev.info())?.regions;
+    check(back == n, || {
+        format!("{n} regions became {back} after RO and RW again")
+    })?;
+    write_range(&arena, off + 3 * p, p, 9).map_err(Outcome::Fail)?;
+    ok("unmap all", dev.unmap(0, 16 * p))?;
+    let end = ok("info", dev.info())?;
+    check(end.regions == 0 && end.pages == 0, || {
+        format!(
+            "{} regions, {} pages left after unmapping all",
+            end.regions, end.pages
+        )
+    })
+}
+
+fn split_spec(ctx: &Ctx) -> split_race::SplitSpec {
+    split_race::SplitSpec {
+        threads: ctx.threads,
+        pages: 64,
+        accesses: ctx.accesses,
+        rounds: MIN_GENERATIONS,
+    }
+}
+
+/// Runs a split or protect race with `mutants` armed; prints what it saw.
+fn split_run(ctx: &Ctx, protect: bool, mutants: u32) -> Result<split_race::SplitReport, Outcome> {
+    needs_live_changes(ctx)?;
+    let (dev, arena) = space(ctx, ARENA)?;
+    if mutants != 0 {
+        ok(
+            "test hooks (module loaded with test_hooks=1?)",
+            dev.test_hooks(mutants, 0),
+        )?;
+    }
+    let spec = split_spec(ctx);
+    let run = if protect {
+        split_race::protect
+    } else {
+        split_race::split
+    };
+    let r = run(&dev, &arena, 32 * PAGE_SIZE, &spec).map_err(Outcome::Fail)?;
+    println!(
+        "#   {} checked accesses over {} rounds: {} kept/read-only probes, {} gap/refused, {} fresh: {} violations",
+        r.accesses, r.rounds, r.kept_probes, r.gap_probes, r.fresh_probes, r.violations
+    );
+    let c = ok("info", dev.info())?.counters;
+    println!(
+        "#   engine: {} fast / {} slow faults, {} sigbus, {} sigsegv, {} grace periods, {} zaps, {} protects",
+        c[uapi::VMALAB_CTR_FAULT_FAST],
+        c[uapi::VMALAB_CTR_FAULT_SLOW],
+        c[uapi::VMALAB_CTR_FAULT_SIGBUS],
+        c[uapi::VMALAB_CTR_FAULT_SIGSEGV],
+        c[uapi::VMALAB_CTR_GRACE_PERIODS],
+        c[uapi::VMALAB_CTR_ZAP],
+        c[uapi::VMALAB_CTR_PROTECT]
+    );
+    Ok(r)
+}
+
+fn split_clean(r: &split_race::SplitReport, protect: bool) -> TestResult {
+    if r.violations > 0 {
+        return fail(format!(
+            "{} violations, e.g.:\n{}",
+            r.violations,
+            r.examples.join("\n")
+        ));
+    }
+    check(r.rounds >= MIN_GENERATIONS, || {
+        format!("only {} rounds: {r:?}", r.rounds)
+    })?;
+    if protect {
+        check(
+            r.kept_probes >= MIN_PHASE_PROBES && r.gap_probes > 0,
+            || format!("too few stores to read-only pages: {r:?}"),
+        )
+    } else {
+        check(
+            r.kept_probes >= MIN_PHASE_PROBES
+                && r.gap_probes >= MIN_PHASE_PROBES
+                && r.fresh_probes >= MIN_PHASE_PROBES,
+            || format!("too few probes of kept pages, holes or fresh regions: {r:?}"),
+        )
+    }
+}
+
+fn split_races_faults(ctx: &Ctx) -> TestResult {
+    let r = split_run(ctx, false, 0)?;
+    split_clean(&r, false)
+}
+
+fn protect_races_writers(ctx: &Ctx) -> TestResult {
+    let r = split_run(ctx, true, 0)?;
+    split_clean(&r, true)
+}
+
+/// A negative control for a split/protect race: with `mutant` armed it must see
+/// violations.
+fn split_mutant_is_caught(ctx: &Ctx, protect: bool, mutant: u32) -> TestResult {
+    let r = split_run(ctx, protect, mutant)?;
+    check(r.violations > 0, || {
+        format!("the checker missed the mutant: {r:?}")
+    })?;
+    println!(
+        "#   caught: {}",
+        r.examples.first().map_or("", |e| e.as_str())
+    );
+    Ok(())
+}
+
+fn mutant_skip_zap_split_is_caught(ctx: &Ctx) -> TestResult {
+    split_mutant_is_caught(ctx, false, uapi::VMALAB_MUTANT_SKIP_ZAP)
+}
+
+fn mutant_skip_zap_protect_is_caught(ctx: &Ctx) -> TestResult {
+    split_mutant_is_caught(ctx, true, uapi::VMALAB_MUTANT_SKIP_ZAP)
 }
 
 /// Generations each race cycles at least (each one an unmap/replace under fire).

@@ -187,6 +187,18 @@ impl Device {
             .map(drop)
     }
 
+    /// `VMALAB_IOC_PROTECT`: `prot` is `VMALAB_PROT_READ` or `VMALAB_PROT_READ_WRITE`.
+    pub fn protect(&self, offset: usize, length: usize, prot: u32) -> Result<(), Errno> {
+        let mut p = uapi::VmalabProtect {
+            offset: offset as u64,
+            length: length as u64,
+            prot,
+            reserved: 0,
+        };
+        self.ioctl_raw(uapi::VMALAB_IOC_PROTECT, &mut p as *mut _ as usize)
+            .map(drop)
+    }
+
     /// `VMALAB_IOC_TEST_HOOKS` (module loaded with `test_hooks=1`): arms protocol
     /// mutants (`VMALAB_MUTANT_*`) and the hold-release delay in this address space.
     pub fn test_hooks(&self, mutants: u32, release_delay_us: u32) -> Result<(), Errno> {

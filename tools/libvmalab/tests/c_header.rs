@@ -17,6 +17,22 @@ fn c_header_matches_rust_uapi() {
         ("VMALAB_IOC_MAP", VMALAB_IOC_MAP as u64),
         ("VMALAB_IOC_UNMAP", VMALAB_IOC_UNMAP as u64),
         ("VMALAB_IOC_INFO", VMALAB_IOC_INFO as u64),
+        ("VMALAB_IOC_PROTECT", VMALAB_IOC_PROTECT as u64),
+        ("VMALAB_PROT_READ", VMALAB_PROT_READ as u64),
+        ("VMALAB_PROT_WRITE", VMALAB_PROT_WRITE as u64),
+        ("VMALAB_PROT_READ_WRITE", VMALAB_PROT_READ_WRITE as u64),
+        (
+            "sizeof(struct vmalab_protect)",
+            size_of::<VmalabProtect>() as u64,
+        ),
+        (
+            "offsetof(struct vmalab_protect, prot)",
+            offset_of!(VmalabProtect, prot) as u64,
+        ),
+        (
+            "offsetof(struct vmalab_protect, reserved)",
+            offset_of!(VmalabProtect, reserved) as u64,
+        ),
         ("VMALAB_IOC_TEST_WARN", VMALAB_IOC_TEST_WARN as u64),
         ("VMALAB_IOC_TEST_HOOKS", VMALAB_IOC_TEST_HOOKS as u64),
         ("VMALAB_MUTANT_SKIP_ZAP", VMALAB_MUTANT_SKIP_ZAP as u64),
