@@ -136,7 +136,12 @@ impl Writer for WriterOp<'_> {
 
     fn publish(&mut self) -> Result<Unpublished> {
         let change = self.change.take().ok_or(EINVAL)?;
+        let is_map = matches!(change, Change::Map(..));
         let out = self.engine.publish(change, self.space, &self.space.stats)?;
+        if is_map && !out.regions.is_empty() {
+            let n = out.regions.len() as u64;
+            self.space.stats.add(uapi::VMALAB_CTR_REPLACED, n);
+        }
         self.start = out.start;
         Ok(out)
     }

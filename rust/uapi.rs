@@ -247,7 +247,7 @@ pub const VMALAB_CTR_SLOW_SLEEP: usize = 9;
 pub const VMALAB_CTR_MAP: usize = 10;
 /// Counter: successful unmap ioctls.
 pub const VMALAB_CTR_UNMAP: usize = 11;
-/// Counter: regions removed by a `REPLACE` map.
+/// Counter: regions a `REPLACE` map took out (whole or cut).
 pub const VMALAB_CTR_REPLACED: usize = 12;
 /// Counter: regions freed.
 pub const VMALAB_CTR_REGION_FREE: usize = 13;

@@ -1,5 +1,6 @@
 //! The smallest complete user of `/dev/vmalab`: open an address space, map the arena,
-//! create a region, touch it, look at the counters, replace and unmap it.
+//! create a region, touch it, replace it, make part of it read-only, cut a hole in
+//! it, look at the counters, and unmap it.
 //!
 //! Run it in the test VM: `tools/vm exec -- target/release/vmalab-hello`
 
@@ -37,6 +38,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let after = unsafe { region.read() };
     println!("first byte after replace: {after:#x}");
 
+    // mprotect: the middle two pages read-only. The region splits in three; a write
+    // there now raises SIGSEGV, a read still works.
+    vmalab::probe::install();
+    dev.protect(off + 3 * PAGE_SIZE, 2 * PAGE_SIZE, uapi::VMALAB_PROT_READ)
+        .map_err(std::io::Error::from_raw_os_error)?;
+    // SAFETY: inside our arena (device memory, never a Rust object).
+    let w = unsafe { vmalab::probe::store(arena.at(off + 3 * PAGE_SIZE).cast(), 1) };
+    let r = vmalab::probe::load(arena.at(off + 3 * PAGE_SIZE).cast());
+    println!("read-only page: store {w:?}, load {r:?}");
+    // munmap of one page in the middle: the parts around it keep their data.
+    // SAFETY: page 6 of the region is read-write and ours.
+    unsafe { region.add(6 * PAGE_SIZE).write(0x66) };
+    dev.unmap(off + 5 * PAGE_SIZE, PAGE_SIZE)
+        .map_err(std::io::Error::from_raw_os_error)?;
+    let kept = vmalab::probe::load(arena.at(off + 6 * PAGE_SIZE).cast());
+    let hole = vmalab::probe::load(arena.at(off + 5 * PAGE_SIZE).cast());
+    println!("after cutting page 5 out: page 6 reads {kept:x?}, page 5 {hole:?}");
+
     let info = dev.info().map_err(std::io::Error::from_raw_os_error)?;
     println!(
         "engine {} | {} region(s) | {} page(s) | {} B of region bookkeeping",
@@ -54,7 +73,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Unmap: an access now raises SIGBUS (the arena is still there, the region is not).
     dev.unmap(off, len)
         .map_err(std::io::Error::from_raw_os_error)?;
-    vmalab::probe::install();
     let r = vmalab::probe::load(region.cast());
     println!("load after unmap: {r:?}");
     Ok(())

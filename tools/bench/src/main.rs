@@ -25,7 +25,7 @@ mod workloads;
 
 use report::Report;
 use std::{path::PathBuf, time::Duration};
-use workloads::{median, FaultRun, Layout, System};
+use workloads::{median, FaultRun, Layout, System, WriterKind};
 
 struct Opts {
     threads: Vec<usize>,
@@ -99,7 +99,12 @@ fn main() {
 
     // (a)/(b) x (c): fault loops.
     for layout in [Layout::Private, Layout::Shared] {
-        for writer in [None, Some(Duration::from_millis(1))] {
+        let period = Duration::from_millis(1);
+        for writer in [
+            None,
+            Some((WriterKind::Churn, period)),
+            Some((WriterKind::Split, period)),
+        ] {
             let variant = format!(
                 "{}{}",
                 if layout == Layout::Private {
@@ -107,7 +112,11 @@ fn main() {
                 } else {
                     "shared"
                 },
-                if writer.is_some() { "+writer" } else { "" }
+                match writer {
+                    None => "",
+                    Some((WriterKind::Churn, _)) => "+writer",
+                    Some((WriterKind::Split, _)) => "+split",
+                }
             );
             for &t in &o.threads {
                 let mut systems = engines.clone();
@@ -189,10 +198,25 @@ fn main() {
         }
         for sys in systems {
             eprintln!("# writer {variant} {}", sys.name());
-            let (m, u, rate) = workloads::writer_latency(sys, o.writer_ops, 16, faulters);
-            rep.add("writer", &variant, faulters, sys.name(), "map_us", m);
-            rep.add("writer", &variant, faulters, sys.name(), "unmap_us", u);
-            rep.add("writer", &variant, faulters, sys.name(), "pairs/s", rate);
+            let w = workloads::writer_latency(sys, o.writer_ops, 16, faulters);
+            rep.add("writer", &variant, faulters, sys.name(), "map_us", w.map_us);
+            rep.add(
+                "writer",
+                &variant,
+                faulters,
+                sys.name(),
+                "split_us",
+                w.split_us,
+            );
+            rep.add(
+                "writer",
+                &variant,
+                faulters,
+                sys.name(),
+                "unmap_us",
+                w.unmap_us,
+            );
+            rep.add("writer", &variant, faulters, sys.name(), "cycles/s", w.rate);
         }
     }
 
@@ -289,11 +313,28 @@ fn main() {
         (
             "faults",
             "writer_ops",
-            "map+unmap pairs the writer completed",
+            "writer pairs completed: map+unmap (+writer), split+merge (+split)",
         ),
-        ("writer", "map_us", "median µs, lower is better"),
-        ("writer", "unmap_us", "median µs, lower is better"),
-        ("writer", "pairs/s", "map+touch+unmap cycles per second"),
+        (
+            "writer",
+            "map_us",
+            "median µs of a MAP of 16 pages, lower is better",
+        ),
+        (
+            "writer",
+            "split_us",
+            "median µs of an UNMAP of the middle page (a split), lower is better",
+        ),
+        (
+            "writer",
+            "unmap_us",
+            "median µs of an UNMAP of the rest (two regions)",
+        ),
+        (
+            "writer",
+            "cycles/s",
+            "map+touch+split+unmap cycles per second",
+        ),
         ("ebizzy", "records/s", "higher is better"),
         ("ebizzy", "user_s", "CPU seconds"),
         ("ebizzy", "sys_s", "CPU seconds"),

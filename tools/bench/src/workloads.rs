@@ -45,6 +45,22 @@ pub enum Layout {
     Shared,
 }
 
+/// What the extra writer thread of a fault loop does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriterKind {
+    /// Maps and unmaps a small region of its own (engines), or anonymous memory
+    /// (`mmap_lock`).
+    Churn,
+    /// Splits the faulting region and merges it back: makes one page just past the
+    /// faulted pages (inside the same region) read-only, then read-write again —
+    /// `VMALAB_IOC_PROTECT` for engines, `mprotect(2)` of the memfd mapping (the
+    /// kernel's VMA split and merge) for memfd. (An UNMAP and a MAP back cannot
+    /// merge again — the page comes back as a region of its own — so repeating a
+    /// split of the faulting region takes a protection change; the writer latency
+    /// section times the UNMAP cut itself.)
+    Split,
+}
+
 /// One fault-loop measurement.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FaultRun {
@@ -54,7 +70,7 @@ pub struct FaultRun {
     pub shared_writes: f64,
     /// Faults that took the slow path, per fault.
     pub slow_frac: f64,
-    /// Writer map+unmap pairs completed during the run (with a writer).
+    /// Writer operation pairs (map+unmap, or split+merge) completed during the run.
     pub writer_ops: u64,
     /// Faults the engine counted per page touched (1.0: every touch faulted once).
     pub faults_per_touch: f64,
@@ -63,6 +79,8 @@ pub struct FaultRun {
 /// A mapping the fault loops can use: an arena (engines) or a memfd mapping.
 struct Target {
     dev: Option<Device>,
+    /// Arena offset of `base` (engines; 0 otherwise).
+    arena_offset: usize,
     _arena: Option<Arena>,
     base: *mut u8,
     len: usize,
@@ -87,17 +105,24 @@ impl Drop for Target {
 
 const WRITER_REGION: usize = 16 * PAGE_SIZE;
 
+/// Pages past the faulted ones inside the fault region (the split writer's page and
+/// one after it, so that a split has three parts).
+const SPLIT_PAGES: usize = 2;
+
 fn target(sys: System, len: usize) -> Target {
     match sys {
         System::Engine(e) => {
             // Room for the fault region plus the writer's churn region.
             let arena_size = (len + 2 * WRITER_REGION).next_power_of_two();
             let dev = Device::with_engine(e, arena_size).expect("open /dev/vmalab");
-            let off = dev.map(len).expect("map the fault region");
+            let off = dev
+                .map(len + SPLIT_PAGES * PAGE_SIZE)
+                .expect("map the fault region");
             let arena = dev.mmap_arena(arena_size).expect("mmap arena");
             let base = arena.at(off);
             Target {
                 dev: Some(dev),
+                arena_offset: off,
                 _arena: Some(arena),
                 base,
                 len,
@@ -107,11 +132,12 @@ fn target(sys: System, len: usize) -> Target {
         System::Memfd | System::Mmap => {
             // SAFETY: Plain syscalls creating a mapping we own.
             unsafe {
+                let map_len = len + SPLIT_PAGES * PAGE_SIZE;
                 let fd = libc::memfd_create(c"vmalab-bench".as_ptr(), libc::MFD_CLOEXEC);
-                assert!(fd >= 0 && libc::ftruncate(fd, len as i64) == 0, "memfd");
+                assert!(fd >= 0 && libc::ftruncate(fd, map_len as i64) == 0, "memfd");
                 let p = libc::mmap(
                     std::ptr::null_mut(),
-                    len,
+                    map_len,
                     libc::PROT_READ | libc::PROT_WRITE,
                     libc::MAP_SHARED,
                     fd,
@@ -120,10 +146,11 @@ fn target(sys: System, len: usize) -> Target {
                 assert!(p != libc::MAP_FAILED, "mmap memfd");
                 Target {
                     dev: None,
+                    arena_offset: 0,
                     _arena: None,
                     base: p.cast(),
                     len,
-                    _memfd: Some((fd, len)),
+                    _memfd: Some((fd, map_len)),
                 }
             }
         }
@@ -153,14 +180,14 @@ fn counters(t: &Target) -> [u64; uapi::VMALAB_NR_COUNTERS] {
 
 /// Re-faults present pages (the path the engines differ on): `threads` threads write
 /// one word per page, `pages_per_thread` pages each, after the PTEs were zapped.
-/// With `writer`, one extra thread maps and unmaps a small region every
-/// `writer_period` for the whole run.
+/// With `writer`, one extra thread runs a [`WriterKind`] operation pair every period
+/// for the whole run.
 pub fn fault_loop(
     sys: System,
     layout: Layout,
     threads: usize,
     pages_per_thread: usize,
-    writer: Option<Duration>,
+    writer: Option<(WriterKind, Duration)>,
 ) -> FaultRun {
     let len = threads * pages_per_thread * PAGE_SIZE;
     let t = target(sys, len);
@@ -171,17 +198,36 @@ pub fn fault_loop(
     let done = AtomicBool::new(false);
     let writer_ops = AtomicU64::new(0);
     let dt = std::thread::scope(|s| {
-        if let Some(period) = writer {
+        if let Some((kind, period)) = writer {
             let (done, writer_ops, dev) = (&done, &writer_ops, t.dev.as_ref());
+            // The split writer's page: just past the faulted pages, same region.
+            let split_page = t.base.wrapping_add(t.len) as usize;
+            let split_off = t.arena_offset + t.len;
             s.spawn(move || {
                 while !done.load(Relaxed) {
-                    match dev {
-                        Some(dev) => {
+                    match (kind, dev) {
+                        (WriterKind::Churn, Some(dev)) => {
                             let off = dev.map(WRITER_REGION).expect("writer map");
                             dev.unmap(off, WRITER_REGION).expect("writer unmap");
                         }
                         // The kernel's writer: anonymous mmap/munmap (mmap_lock).
-                        None => anon_map_unmap(WRITER_REGION),
+                        (WriterKind::Churn, None) => anon_map_unmap(WRITER_REGION),
+                        (WriterKind::Split, Some(dev)) => {
+                            dev.protect(split_off, PAGE_SIZE, uapi::VMALAB_PROT_READ)
+                                .expect("split writer: protect RO");
+                            dev.protect(split_off, PAGE_SIZE, uapi::VMALAB_PROT_READ_WRITE)
+                                .expect("split writer: protect RW");
+                        }
+                        (WriterKind::Split, None) => {
+                            for prot in [libc::PROT_READ, libc::PROT_READ | libc::PROT_WRITE] {
+                                // SAFETY: One page of our own memfd mapping, which no
+                                // thread writes (it is past the faulted pages).
+                                let r = unsafe {
+                                    libc::mprotect(split_page as *mut libc::c_void, PAGE_SIZE, prot)
+                                };
+                                assert_eq!(r, 0, "split writer: mprotect");
+                            }
+                        }
                     }
                     writer_ops.fetch_add(1, Relaxed);
                     std::thread::sleep(period);
@@ -241,10 +287,24 @@ pub fn fault_loop(
     }
 }
 
-/// Writer-side latency: map + touch + unmap of a `pages`-page region, `n` times, on an
-/// idle space (or with `faulters` threads re-faulting another region meanwhile).
-/// Returns (map µs, unmap µs) medians and map+unmap pairs per second over the loop.
-pub fn writer_latency(sys: System, n: usize, pages: usize, faulters: usize) -> (f64, f64, f64) {
+/// Writer-side latencies (medians, µs) and the loop's rate.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriterRun {
+    /// MAP of a fresh region.
+    pub map_us: f64,
+    /// UNMAP of one page in its middle (a split in two).
+    pub split_us: f64,
+    /// UNMAP of the rest (two regions).
+    pub unmap_us: f64,
+    /// Loop iterations per second.
+    pub rate: f64,
+}
+
+/// Writer-side latency: map + touch of a `pages`-page region, an UNMAP of one page in
+/// its middle (a split), and an UNMAP of the rest, `n` times, on an idle space (or
+/// with `faulters` threads re-faulting another region meanwhile). The kernel's
+/// reference (`mmap`) does the same with anonymous `mmap`/`munmap`.
+pub fn writer_latency(sys: System, n: usize, pages: usize, faulters: usize) -> WriterRun {
     let System::Engine(e) = sys else {
         return mmap_latency(n, pages);
     };
@@ -254,6 +314,7 @@ pub fn writer_latency(sys: System, n: usize, pages: usize, faulters: usize) -> (
     let arena = dev.mmap_arena(64 << 20).expect("mmap");
     let stop = AtomicBool::new(false);
     let (mut maps, mut unmaps) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut splits = Vec::with_capacity(n);
     let rate = std::thread::scope(|s| {
         for _ in 0..faulters {
             let (arena, stop) = (&arena, &stop);
@@ -269,16 +330,25 @@ pub fn writer_latency(sys: System, n: usize, pages: usize, faulters: usize) -> (
             let t0 = Instant::now();
             let off = dev.map(pages * PAGE_SIZE).expect("map");
             maps.push(t0.elapsed().as_secs_f64() * 1e6);
-            touch_all(arena.at(off), PAGE_SIZE);
+            touch_all(arena.at(off), pages * PAGE_SIZE);
             let t1 = Instant::now();
+            dev.unmap(off + pages / 2 * PAGE_SIZE, PAGE_SIZE)
+                .expect("split");
+            splits.push(t1.elapsed().as_secs_f64() * 1e6);
+            let t2 = Instant::now();
             dev.unmap(off, pages * PAGE_SIZE).expect("unmap");
-            unmaps.push(t1.elapsed().as_secs_f64() * 1e6);
+            unmaps.push(t2.elapsed().as_secs_f64() * 1e6);
         }
         let rate = n as f64 / start.elapsed().as_secs_f64();
         stop.store(true, Relaxed);
         rate
     });
-    (median(maps), median(unmaps), rate)
+    WriterRun {
+        map_us: median(maps),
+        split_us: median(splits),
+        unmap_us: median(unmaps),
+        rate,
+    }
 }
 
 /// A fresh private anonymous mapping of `len` bytes (the kernel's own `mmap` path).
@@ -311,24 +381,29 @@ fn anon_map_unmap(len: usize) {
     anon_munmap(p, len);
 }
 
-fn mmap_latency(n: usize, pages: usize) -> (f64, f64, f64) {
+fn mmap_latency(n: usize, pages: usize) -> WriterRun {
     let (mut maps, mut unmaps) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut splits = Vec::with_capacity(n);
     let len = pages * PAGE_SIZE;
     let start = Instant::now();
     for _ in 0..n {
         let t0 = Instant::now();
         let p = anon_mmap(len);
         maps.push(t0.elapsed().as_secs_f64() * 1e6);
-        touch_all(p, PAGE_SIZE);
+        touch_all(p, len);
         let t1 = Instant::now();
+        anon_munmap(p.wrapping_add(pages / 2 * PAGE_SIZE), PAGE_SIZE);
+        splits.push(t1.elapsed().as_secs_f64() * 1e6);
+        let t2 = Instant::now();
         anon_munmap(p, len);
-        unmaps.push(t1.elapsed().as_secs_f64() * 1e6);
+        unmaps.push(t2.elapsed().as_secs_f64() * 1e6);
     }
-    (
-        median(maps),
-        median(unmaps),
-        n as f64 / start.elapsed().as_secs_f64(),
-    )
+    WriterRun {
+        map_us: median(maps),
+        split_us: median(splits),
+        unmap_us: median(unmaps),
+        rate: n as f64 / start.elapsed().as_secs_f64(),
+    }
 }
 
 /// One ebizzy-style run.
