@@ -107,11 +107,16 @@ impl Region {
         self.prot
     }
 
-    /// Bytes of kernel memory for this region's bookkeeping (not its pages): the Arc
-    /// allocation and its window's share of the slot array.
+    /// Bytes of kernel memory for this region's bookkeeping (not its pages): its Arc
+    /// allocation, the slot array's header (counted in full by each part of a split
+    /// region: an over-count of 32 B per extra part), and its window's share of the
+    /// slots.
     pub(crate) fn meta_bytes(&self) -> usize {
+        let refcount = core::mem::size_of::<usize>();
         core::mem::size_of::<Self>()
-            + core::mem::size_of::<usize>()
+            + refcount
+            + core::mem::size_of::<PageSlots>()
+            + refcount
             + self.npages * core::mem::size_of::<usize>()
     }
 
@@ -468,7 +473,9 @@ impl RegionTree {
         // The pieces of the new set inside [lo, hi), in order (the new region of a MAP
         // aside): the parts of the old regions outside [start, end), and for PROTECT
         // the parts inside it with the new protection.
-        let mut pieces = KVec::with_capacity(2 * leaving + 2, GFP_KERNEL)?;
+        // At most one piece per old region plus the two cut-off ends, plus the two
+        // neighbours a PROTECT may merge with.
+        let mut pieces = KVec::with_capacity(leaving + 4, GFP_KERNEL)?;
         for (rs, re, r) in self.overlapping(start, end) {
             if rs < start {
                 pieces.push(Piece::of(r, rs, rs, start, r.prot), GFP_KERNEL)?;

@@ -73,7 +73,8 @@ pub(crate) struct Space {
     regions: Atomic<usize>,
     /// Pages those regions span, charged against `VMALAB_MAX_REGION_PAGES`.
     region_pages: Atomic<usize>,
-    /// `VMALAB_MUTANT_*` bits armed by the test hook (0 in normal use).
+    /// `VMALAB_MUTANT_*` bits armed by the test hook, plus [`TAINTED`] once any was
+    /// (0 in normal use).
     mutants: Atomic<u32>,
     /// Regions removed while a mutant was armed: their pages may still be mapped (the
     /// mutant skipped part of the protocol), so they are freed only with the space,
@@ -81,6 +82,11 @@ pub(crate) struct Space {
     #[pin]
     graveyard: Mutex<KVec<(usize, Arc<Region>)>>,
 }
+
+/// Set in [`Space::mutants`] for good once a test mutant was armed: a fault that a
+/// mutant writer did not wait for may still use a region it parked, so from then on
+/// writers park what they take out instead of freeing (or punching) it.
+const TAINTED: u32 = 1 << 31;
 
 /// One writer operation: the space's and the engine's sides of `protocol/writer.rs`.
 struct WriterOp<'a> {
@@ -460,9 +466,9 @@ impl Space {
 
     /// Writer step 4: frees the regions a writer took out, and the pages of theirs
     /// that died (the part inside the range of an UNMAP or REPLACE; parts outside it
-    /// live on in the regions that replaced them). While a test mutant is armed the
-    /// regions are kept, pages and all, until the space goes: their pages may still
-    /// be mapped.
+    /// live on in the regions that replaced them). Once a test mutant was armed
+    /// ([`TAINTED`]) the regions are kept, pages and all, until the space goes: their
+    /// pages may still be mapped.
     fn free_unpublished(&self, u: Unpublished, mutants: u32) {
         let mut freed = 0;
         for (start, r) in u.regions.iter() {
@@ -539,7 +545,9 @@ impl Space {
             return Err(EINVAL);
         }
         self.engine()?.set_test_hooks(h)?;
-        self.mutants.store(h.mutants, Relaxed);
+        let tainted = self.mutants.load(Relaxed) & TAINTED != 0 || h.mutants != 0;
+        let taint = if tainted { TAINTED } else { 0 };
+        self.mutants.store(h.mutants | taint, Relaxed);
         Ok(())
     }
 

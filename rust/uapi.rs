@@ -78,7 +78,9 @@ pub const VMALAB_MUTANT_UNLOCKED_INSTALL: u32 = 1 << 3;
 pub const VMALAB_MUTANTS_ALL: u32 = (1 << 4) - 1;
 
 /// Argument of [`VMALAB_IOC_TEST_HOOKS`]. Mutants keep the module memory-safe: regions
-/// (and `rcu` entries) a mutant writer removes are kept until the file is released.
+/// (and `rcu` entries) a mutant writer removes are kept until the file is released, and
+/// once a mutant was armed in a file so is every region any writer removes from it
+/// (a fault a mutant writer did not wait for may still be using an older one).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VmalabTestHooks {

@@ -29,30 +29,28 @@ mod common;
 
 use common::hold::{self, HoldWord};
 use common::rcu_fault::{self, RcuFault};
-use common::reclaim::{self, Reclaimer, Wait};
+use common::reclaim::{self, Wait};
 use common::writer::{self, Writer, Zap};
-use common::{check, Entry, Mm, Waiter, A, B, NONE};
+use common::{check, Entry, Mm, Rcu, RcuReclaimer, A, B, NONE};
 use loom::sync::atomic::{AtomicU32, Ordering::SeqCst};
-use loom::sync::{Arc, RwLock, RwLockReadGuard};
+use loom::sync::{Arc, RwLockReadGuard};
 use loom::thread;
 
 struct World {
     /// RCU: held for read by a read section, for write by a grace period.
-    rcu: RwLock<()>,
+    rcu: Rcu,
     /// Which region's entry the map holds for the address.
     map: AtomicU32,
     entries: [Entry; 2],
-    waiter: Waiter,
     mm: Mm,
 }
 
 impl World {
     fn new() -> Arc<Self> {
         Arc::new(Self {
-            rcu: RwLock::new(()),
+            rcu: Rcu::new(),
             map: AtomicU32::new(A),
             entries: [Entry::new(), Entry::new()],
-            waiter: Waiter::new(),
             mm: Mm::new(),
         })
     }
@@ -84,7 +82,7 @@ struct Held<'a> {
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         if (self.release)(&self.w.entries[self.region as usize]) {
-            hold::DrainWait::wake_all(&self.w.waiter);
+            hold::DrainWait::wake_all(&self.w.rcu.waiter);
         }
     }
 }
@@ -99,7 +97,7 @@ impl<'a> RcuFault for FaultSteps<'a> {
     type Out = ();
 
     fn read_lock(&self) -> Self::Guard {
-        self.w.rcu.read().unwrap()
+        self.w.rcu.lock.read().unwrap()
     }
 
     fn lookup<'g>(&'g self, _guard: &'g Self::Guard) -> Option<u32> {
@@ -160,7 +158,7 @@ impl Writer for WriterSteps<'_> {
 
     fn quiesce(&mut self, region: &mut u32) {
         let entry = &self.w.entries[*region as usize];
-        reclaim::reclaim(&mut ModelReclaimer { w: self.w }, [entry], self.wait);
+        reclaim::reclaim(&mut RcuReclaimer(&self.w.rcu), [entry], self.wait);
     }
 
     fn zap(&mut self, _region: &u32) {
@@ -173,29 +171,6 @@ impl Writer for WriterSteps<'_> {
             self.w.mm.free_page(region);
         }
     }
-}
-
-/// The model's side of `reclaim.rs`.
-struct ModelReclaimer<'a> {
-    w: &'a World,
-}
-
-impl<'a> Reclaimer for ModelReclaimer<'a> {
-    type Entry = &'a Entry;
-
-    fn grace_period(&mut self, _expedited: bool) {
-        drop(self.w.rcu.write().unwrap());
-    }
-
-    fn drain(&mut self, entry: &&'a Entry) -> bool {
-        hold::drain(*entry, &self.w.waiter)
-    }
-
-    fn free(&mut self, entry: &'a Entry) {
-        entry.freed.store(true, SeqCst);
-    }
-
-    fn park(&mut self, _entry: &'a Entry) {}
 }
 
 /// Faults (`true`: slow) on the address against one writer operation.

@@ -22,11 +22,11 @@ mod common;
 
 use common::hold::{self, DrainWait};
 use common::rcu_fault::{self, RcuFault};
-use common::reclaim::{self, Reclaimer, Wait};
+use common::reclaim::{self, Wait};
 use common::writer::{self, Writer, Zap};
-use common::{check, Entry, Waiter, NONE};
+use common::{check, Entry, Rcu, RcuReclaimer, NONE};
 use loom::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
-use loom::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use loom::sync::{Arc, Mutex, RwLockReadGuard};
 use loom::thread;
 
 const X: usize = 0;
@@ -44,11 +44,10 @@ struct Pte {
 }
 
 struct World {
-    rcu: RwLock<()>,
+    rcu: Rcu,
     /// Per address, the entry the map holds.
     map: [AtomicU32; 2],
     entries: [Entry; 3],
-    waiter: Waiter,
     /// Per address, its PTE under its PTE lock.
     ptes: [Mutex<Option<Pte>>; 2],
     /// Per page (PX, PY), freed by the writer.
@@ -58,13 +57,12 @@ struct World {
 impl World {
     fn new(y_mapped: bool) -> Arc<Self> {
         Arc::new(Self {
-            rcu: RwLock::new(()),
+            rcu: Rcu::new(),
             map: [
                 AtomicU32::new(R),
                 AtomicU32::new(if y_mapped { R } else { NONE }),
             ],
             entries: [Entry::new(), Entry::new(), Entry::new()],
-            waiter: Waiter::new(),
             ptes: [Mutex::new(None), Mutex::new(None)],
             page_freed: [AtomicBool::new(false), AtomicBool::new(false)],
         })
@@ -116,7 +114,7 @@ struct Held<'a> {
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         if hold::release(&self.w.entries[self.region as usize]) {
-            self.w.waiter.wake_all();
+            self.w.rcu.waiter.wake_all();
         }
     }
 }
@@ -141,7 +139,7 @@ impl<'a> RcuFault for FaultSteps<'a> {
     type Out = ();
 
     fn read_lock(&self) -> Self::Guard {
-        self.w.rcu.read().unwrap()
+        self.w.rcu.lock.read().unwrap()
     }
 
     fn lookup<'g>(&'g self, _guard: &'g Self::Guard) -> Option<u32> {
@@ -208,8 +206,7 @@ impl Writer for WriterSteps<'_> {
 
     fn quiesce(&mut self, region: &mut u32) {
         let entry = &self.w.entries[*region as usize];
-        let mut r = ModelReclaimer { w: self.w };
-        reclaim::reclaim(&mut r, [entry], self.wait);
+        reclaim::reclaim(&mut RcuReclaimer(&self.w.rcu), [entry], self.wait);
     }
 
     fn zap(&mut self, _region: &u32) {
@@ -224,28 +221,6 @@ impl Writer for WriterSteps<'_> {
             }
         }
     }
-}
-
-struct ModelReclaimer<'a> {
-    w: &'a World,
-}
-
-impl<'a> Reclaimer for ModelReclaimer<'a> {
-    type Entry = &'a Entry;
-
-    fn grace_period(&mut self, _expedited: bool) {
-        drop(self.w.rcu.write().unwrap());
-    }
-
-    fn drain(&mut self, entry: &&'a Entry) -> bool {
-        hold::drain(*entry, &self.w.waiter)
-    }
-
-    fn free(&mut self, entry: &'a Entry) {
-        entry.freed.store(true, SeqCst);
-    }
-
-    fn park(&mut self, _entry: &'a Entry) {}
 }
 
 /// A fault: address, slow, write.

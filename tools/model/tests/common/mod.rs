@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use loom::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
-use loom::sync::{Condvar, Mutex};
+use loom::sync::{Condvar, Mutex, RwLock};
 
 #[path = "../../../../rust/protocol/hold.rs"]
 pub mod hold;
@@ -88,6 +88,44 @@ impl hold::DrainWait for Waiter {
         let _guard = self.lock.lock().unwrap();
         self.cv.notify_all();
     }
+}
+
+/// RCU as the models see it: a read section holds `lock` for read; a grace period takes
+/// it for write once (it waits for every reader that began before it; later readers
+/// see everything written before it). `waiter` is the map's drain mutex and condvar.
+pub struct Rcu {
+    pub lock: RwLock<()>,
+    pub waiter: Waiter,
+}
+
+impl Rcu {
+    pub fn new() -> Self {
+        Self {
+            lock: RwLock::new(()),
+            waiter: Waiter::new(),
+        }
+    }
+}
+
+/// The models' side of `reclaim.rs`: grace periods, drains and frees of entries.
+pub struct RcuReclaimer<'a>(pub &'a Rcu);
+
+impl<'a> reclaim::Reclaimer for RcuReclaimer<'a> {
+    type Entry = &'a Entry;
+
+    fn grace_period(&mut self, _expedited: bool) {
+        drop(self.0.lock.write().unwrap());
+    }
+
+    fn drain(&mut self, entry: &&'a Entry) -> bool {
+        hold::drain(*entry, &self.0.waiter)
+    }
+
+    fn free(&mut self, entry: &'a Entry) {
+        entry.freed.store(true, SeqCst);
+    }
+
+    fn park(&mut self, _entry: &'a Entry) {}
 }
 
 /// The page table and the regions' pages: one faulting address, whose PTE maps the
