@@ -22,14 +22,16 @@
 //!
 //! Writers (process context, may sleep, serialised among themselves by the engine)
 //! follow the order of `protocol/writer.rs`, which `Space` runs:
-//! - [`Engine::publish`]: the new region set becomes
-//!   visible atomically to faults that start after the change is published; faults in
-//!   flight may still see the old set. The regions taken out are handed back as
-//!   [`Unpublished`].
+//! - [`Engine::publish`]: the new region set is what faults that start after the
+//!   publish returned find; while it runs, a fault finds at each page the old region
+//!   or the new one (never a gap where both sets have one), and faults in flight may
+//!   still use the old set. The regions taken out are handed back as [`Unpublished`].
 //! - [`Engine::quiesce`]: on return, no fault — in flight or future — can still install
-//!   a PTE that maps a page of an unpublished region.
-//! - `Space` then zaps the range and drops the regions, which frees their pages. Hence,
-//!   once the ioctl returns, no thread can reach an old page.
+//!   a PTE through an unpublished region (neither for a part that is gone nor with a
+//!   protection that is no longer true).
+//! - `Space` then zaps the range, frees the pages of what was cut out and drops the
+//!   regions. Hence, once the ioctl returns, no thread can reach an old page or write
+//!   through an old protection.
 //!
 //! Lock order (all engines): the kernel's `mmap_lock` / per-VMA lock → engine locks.
 //! Writers never take `mmap_lock` while holding an engine lock.

@@ -13,7 +13,7 @@
 //!   rest of its read section without touching any shared line.
 //! - A reader that must sleep converts the entry into a [`Held`] before leaving the
 //!   read section: one atomic increment of the entry's user count.
-//! - A writer removes entries ([`RcuRangeMap::store`], [`RcuRangeMap::erase_all`]) and
+//! - A writer replaces or removes entries ([`RcuRangeMap::replace`]) and
 //!   gets them back only through [`RcuRangeMap::reclaim`], which waits for a grace
 //!   period (so every reader that found them has left its read section, and every
 //!   `Held` made from them has been counted), then waits for their user counts to drain.
@@ -206,7 +206,7 @@ impl<T: Send + Sync> RcuRangeMap<T> {
     }
 
     /// Replaces the entries in `[lo, hi)` (each lying inside it) by `new`, given as
-    /// `(first, last, value)` ranges inside `[lo, hi)` that do not overlap; the old
+    /// `(first, last, value)` ranges inside `[lo, hi)`, in order, not overlapping; the old
     /// entries are appended to `retired`, and what `new` does not cover is left empty.
     /// Readers see, at each index, the old entry or the new one, and where the new set
     /// has an entry never a gap. On error nothing changed (and `retired` is as it was).
@@ -225,10 +225,12 @@ impl<T: Send + Sync> RcuRangeMap<T> {
             return Err(EINVAL);
         }
         let mut nodes = KVec::with_capacity(new.len(), GFP_KERNEL)?;
+        let mut next = lo;
         for (first, last, value) in new {
-            if first < lo || last >= hi || first > last {
+            if first < next || last >= hi || first > last {
                 return Err(EINVAL);
             }
+            next = last + 1;
             let node = KBox::new(
                 Node {
                     value,
@@ -482,6 +484,12 @@ mod tests {
         );
         assert_eq!(
             map.replace(10, 20, one(5, 12, 9)?, &mut none).err(),
+            Some(EINVAL)
+        );
+        let mut overlapping = one(10, 14, 9)?;
+        overlapping.push((14, 16, 9), GFP_KERNEL)?;
+        assert_eq!(
+            map.replace(10, 20, overlapping, &mut none).err(),
             Some(EINVAL)
         );
         assert_eq!(none.len(), 0);
