@@ -82,6 +82,42 @@ fn parse() -> Opts {
     o
 }
 
+/// The A/A control: `rcu` and `rcu+exp` share their fault path (they differ only in
+/// the writer's grace period), so their writer-free fault rates must agree. Returns
+/// the largest relative difference over every cell and a one-line verdict (within 1%
+/// or not). Under plain TCG they will not: that is what the control shows.
+fn aa_control(rep: &Report) -> (f64, String) {
+    let mut worst: f64 = 0.0;
+    let mut cells = 0;
+    for r in rep.rows.iter().filter(|r| {
+        r.section == "faults"
+            && r.metric == "faults/s"
+            && r.system == "rcu"
+            && (r.variant == "private" || r.variant == "shared")
+    }) {
+        if let Some(b) = rep.peer(r, "rcu+exp") {
+            let d = (r.value - b).abs() / r.value.max(b).max(f64::MIN_POSITIVE);
+            worst = worst.max(d);
+            cells += 1;
+        }
+    }
+    let verdict = if cells == 0 {
+        "A/A control (rcu vs rcu+exp): not measured (both engines are needed)".to_string()
+    } else {
+        format!(
+            "A/A control: rcu vs rcu+exp (same fault path), writer-free faults/s in {cells} \
+             cells: largest difference {:.2}% — {}",
+            worst * 100.0,
+            if worst <= 0.01 {
+                "agree within 1%"
+            } else {
+                "DO NOT agree within 1%: these timings are noise at that level"
+            }
+        )
+    };
+    (worst, verdict)
+}
+
 fn main() {
     let o = parse();
     let mut rep = Report::default();
@@ -293,10 +329,22 @@ fn main() {
         rep.add("memory", "2000-regions", 0, sys.name(), "B/page", per_page);
     }
 
+    let mode = std::env::var("VMALAB_MODE").unwrap_or_else(|_| "unknown".into());
     println!(
-        "# vmalab-bench results ({} CPUs; under TCG only ratios and counters mean anything)",
-        cpus
+        "# vmalab-bench results ({cpus} CPUs, mode {mode}: {})",
+        match mode.as_str() {
+            "icount" =>
+                "guest time is QEMU's instruction counter, 1 ns = 1 instruction: \
+                         rates are path lengths, deterministic; caches are not modelled",
+            "tcg" =>
+                "plain emulation: only ratios and counters mean anything, \
+                      timings swing ±50% between runs",
+            "kvm" => "hardware virtualisation",
+            _ => "unknown",
+        }
     );
+    let aa = aa_control(&rep);
+    println!("# {}", aa.1);
     for (section, metric, unit) in [
         ("faults", "faults/s", "higher is better"),
         (
@@ -349,12 +397,26 @@ fn main() {
     if let Some(dir) = o.out {
         std::fs::create_dir_all(&dir).expect("create results dir");
         let uname = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-        let meta = [
+        let mut meta: Vec<(String, String)> = [
             ("kernel", uname.trim().to_string()),
             ("cpus", cpus.to_string()),
+            ("mode", mode.clone()),
             ("repeat", o.repeat.to_string()),
             ("pages_per_thread", o.pages.to_string()),
-        ];
+            ("aa_max_diff_pct", format!("{:.3}", aa.0 * 100.0)),
+            ("aa_control", aa.1.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        // From tools/run: commit, kernel build (version, flavour, config hash),
+        // rustc, mode, vCPUs, arguments.
+        let host = std::env::var("VMALAB_BENCH_META").unwrap_or_default();
+        meta.extend(
+            host.split(';')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (format!("host_{k}"), v.to_string())),
+        );
         rep.write_files(&dir, &meta).expect("write results");
         let svgs = rep.write_svgs(&dir).expect("write plots");
         println!(

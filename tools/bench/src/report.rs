@@ -103,7 +103,7 @@ impl Report {
     }
 
     /// Writes `results.csv` and `results.json` into `dir`.
-    pub fn write_files(&self, dir: &Path, meta: &[(&str, String)]) -> std::io::Result<()> {
+    pub fn write_files(&self, dir: &Path, meta: &[(String, String)]) -> std::io::Result<()> {
         let mut csv = String::from("section,variant,threads,system,metric,value\n");
         let mut json = String::from("{\n  \"meta\": {");
         for (i, (k, v)) in meta.iter().enumerate() {
@@ -111,7 +111,7 @@ impl Report {
                 json,
                 "{}\"{k}\": \"{}\"",
                 if i == 0 { "" } else { ", " },
-                v.replace('"', "'")
+                v.replace('\\', "/").replace('"', "'")
             );
         }
         json.push_str("},\n  \"rows\": [\n");
