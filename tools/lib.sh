@@ -15,6 +15,15 @@ BINDGEN_VERSION=0.73.2
 VIRTME_NG_VERSION=1.42
 KSRC_PACKAGE=linux-source-7.3
 KSRC_FALLBACK_DEB="$VMALAB_ROOT/../shared/cache/linux-source-7.3_7.3.4-1~bpo13+1_all.deb"
+# Pinned here, not read from the file beside the package: a swapped package and
+# checksum file must not pass.
+KSRC_FALLBACK_SHA256=703e369ddd4cce971452f5a593ee55df3a5c10c83caf0fa0df039633ed181ee3
+# The rustc the kernels and the module are built with. Both kernel builds are keyed by
+# `rustc --version` (tools/kernel): another rustc means two kernel builds (~20 min), so
+# tools/setup refuses a different one unless VMALAB_RUSTC_OK=1. (Not a
+# rust-toolchain.toml: these machines cannot download a toolchain, and a pinned one
+# would make rustup try.)
+VMALAB_RUSTC_VERSION=1.95.0
 export PATH="$HOME/.cargo/bin:$PATH"
 export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm-19/lib}
 
