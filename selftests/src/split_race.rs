@@ -43,6 +43,11 @@ const FRESH: u64 = 3;
 /// (Protect race) PROTECT RO of the page returned: stores must `SIGSEGV`.
 const RO: u64 = 2;
 
+/// A page's published state: a phase and the round (or generation) it belongs to. The
+/// round makes every transition a new value, so a reader that saw the same state
+/// before and after its access knows no transition happened in between (a slow
+/// access spanning whole rounds would otherwise see the same phase again: seen on the
+/// debug kernel).
 fn st(gen: u64, phase: u64) -> u64 {
     (gen << 2) | phase
 }
@@ -276,20 +281,20 @@ pub fn split(
                 let (off, len) = (base + a * PAGE_SIZE, (b - a) * PAGE_SIZE);
                 if rounds % 2 == 0 {
                     // A hole: UNMAP cuts the regions there, MAP FIXED fills it again.
-                    sh.set(a, b, st(0, BUSY));
+                    sh.set(a, b, st(gen, BUSY));
                     op(&mut || ioctl_ok("UNMAP", dev.unmap(off, len)))?;
-                    sh.set(a, b, st(0, GAP));
+                    sh.set(a, b, st(gen, GAP));
                     std::thread::sleep(Duration::from_micros(300));
-                    sh.set(a, b, st(0, BUSY));
+                    sh.set(a, b, st(gen, BUSY));
                     map_at(dev, off, len, false)?;
                 } else {
                     // A REPLACE over [a, b), cutting what pokes out of it.
-                    sh.set(a, b, st(0, BUSY));
+                    sh.set(a, b, st(gen, BUSY));
                     op(&mut || map_at(dev, off, len, true))?;
                 }
-                sh.set(a, b, st(0, FRESH));
+                sh.set(a, b, st(gen, FRESH));
                 std::thread::sleep(Duration::from_micros(200));
-                sh.set(a, b, st(0, BUSY));
+                sh.set(a, b, st(gen, BUSY));
                 fill(arena, base, a, b, gen)?;
                 sh.set(a, b, st(gen, LIVE));
                 gen += 1;
@@ -396,9 +401,9 @@ pub fn protect(
             while rounds < spec.rounds || sh.accesses.load(Relaxed) < spec.accesses {
                 let (a, b) = rng.range(pages, pages / 2);
                 let (off, len) = (base + a * PAGE_SIZE, (b - a) * PAGE_SIZE);
-                sh.set(a, b, st(0, BUSY));
+                sh.set(a, b, st(rounds + 1, BUSY));
                 ioctl_ok("PROTECT RO", dev.protect(off, len, uapi::VMALAB_PROT_READ))?;
-                sh.set(a, b, st(0, RO));
+                sh.set(a, b, st(rounds + 1, RO));
                 // While read-only, the data must not change.
                 let snap: Vec<u64> = (off..off + len)
                     .step_by(8)
@@ -415,12 +420,12 @@ pub fn protect(
                         break;
                     }
                 }
-                sh.set(a, b, st(0, BUSY));
+                sh.set(a, b, st(rounds + 1, BUSY));
                 ioctl_ok(
                     "PROTECT RW",
                     dev.protect(off, len, uapi::VMALAB_PROT_READ_WRITE),
                 )?;
-                sh.set(a, b, st(0, LIVE));
+                sh.set(a, b, st(rounds + 1, LIVE));
                 std::thread::sleep(Duration::from_micros(300));
                 rounds += 1;
             }

@@ -2,18 +2,23 @@
 //!
 //! Sections:
 //! - `faults` (will-it-scale style): threads re-fault present pages of (a) their own
-//!   slices or (b) one shared region, (c) each with and without one writer thread
-//!   mapping/unmapping a small region every millisecond. Kernel reference: a memfd
-//!   `MAP_SHARED` mapping faulted the same way (its writer: anonymous mmap/munmap).
+//!   slices or (b) one shared region, by stores (write faults) with and without (c) one
+//!   writer thread mapping/unmapping a small region (`+writer`) or splitting and
+//!   merging the faulting region (`+split`) every millisecond, and by loads (`-read`:
+//!   read faults through `map_pages`). Kernel reference: a memfd `MAP_SHARED` mapping
+//!   faulted the same way (its writers: anonymous mmap/munmap, mprotect). A loop that
+//!   did not fault as it claims is reported INVALID, not as a number.
 //! - `writer`: map and unmap latency, idle and with faulting threads.
 //! - `ebizzy` (`ebizzy -m` style): threads allocate (map), fill, search and free
 //!   (unmap) chunks; records/s, user/sys time, minor faults. Reference: real
 //!   anonymous mmap/munmap.
 //! - `memory`: kernel bytes per region and per page.
 //!
-//! Numbers from an emulated guest (TCG) mean little in absolute terms: compare the
-//! ratios within one run, and the counters (shared-line writes per fault), which do not
-//! depend on the machine. Benchmarks are not tests: nothing here asserts a timing.
+//! What time means is in `VMALAB_MODE` (set by `tools/vm`): under `icount` a
+//! nanosecond is an instruction (path lengths, repeatable); under plain `tcg` only
+//! ratios within one run and the counters (shared-line writes per fault) mean anything.
+//! Every run prints an A/A control (`rcu` vs `rcu+exp`, same fault path). Benchmarks
+//! are not tests: nothing here asserts a timing.
 //!
 //! ```text
 //! vmalab-bench [--threads 1,2,4] [--repeat N] [--pages N] [--engine NAME]...
@@ -25,7 +30,7 @@ mod workloads;
 
 use report::Report;
 use std::{path::PathBuf, time::Duration};
-use workloads::{median, FaultRun, Layout, System, WriterKind};
+use workloads::{median, Access, FaultRun, Layout, System, WriterKind};
 
 struct Opts {
     threads: Vec<usize>,
@@ -133,82 +138,68 @@ fn main() {
         o.repeat
     );
 
-    // (a)/(b) x (c): fault loops.
+    // (a)/(b) x (c): fault loops: stores (->fault) with and without writers, and
+    // loads (->map_pages, fault-around) without.
+    let period = Duration::from_millis(1);
+    let mut invalid: Vec<String> = Vec::new();
+    let mut loops = Vec::new();
     for layout in [Layout::Private, Layout::Shared] {
-        let period = Duration::from_millis(1);
         for writer in [
             None,
             Some((WriterKind::Churn, period)),
             Some((WriterKind::Split, period)),
         ] {
-            let variant = format!(
-                "{}{}",
-                if layout == Layout::Private {
-                    "private"
-                } else {
-                    "shared"
-                },
-                match writer {
-                    None => "",
-                    Some((WriterKind::Churn, _)) => "+writer",
-                    Some((WriterKind::Split, _)) => "+split",
+            loops.push((layout, Access::Write, writer));
+        }
+        loops.push((layout, Access::Read, None));
+    }
+    for (layout, access, writer) in loops {
+        let variant = format!(
+            "{}{}{}",
+            if layout == Layout::Private {
+                "private"
+            } else {
+                "shared"
+            },
+            if access == Access::Read { "-read" } else { "" },
+            match writer {
+                None => "",
+                Some((WriterKind::Churn, _)) => "+writer",
+                Some((WriterKind::Split, _)) => "+split",
+            }
+        );
+        for &t in &o.threads {
+            let mut systems = engines.clone();
+            systems.push(System::Memfd);
+            for sys in systems {
+                if writer.is_some() && is_floor(&sys) {
+                    continue; // The floor cannot change its regions.
                 }
-            );
-            for &t in &o.threads {
-                let mut systems = engines.clone();
-                systems.push(System::Memfd);
-                for sys in systems {
-                    if writer.is_some() && is_floor(&sys) {
-                        continue; // The floor cannot change its regions.
-                    }
-                    eprintln!("# faults {variant} threads={t} {}", sys.name());
-                    let runs: Vec<FaultRun> = (0..o.repeat)
-                        .map(|_| workloads::fault_loop(sys, layout, t, o.pages, writer))
-                        .collect();
-                    rep.add(
-                        "faults",
-                        &variant,
-                        t,
-                        sys.name(),
-                        "faults/s",
-                        median(runs.iter().map(|r| r.rate).collect()),
-                    );
-                    if let System::Engine(_) = sys {
-                        rep.add(
-                            "faults",
-                            &variant,
-                            t,
-                            sys.name(),
-                            "shared_wr/fault",
-                            median(runs.iter().map(|r| r.shared_writes).collect()),
-                        );
-                        rep.add(
-                            "faults",
-                            &variant,
-                            t,
-                            sys.name(),
-                            "slow_frac",
-                            median(runs.iter().map(|r| r.slow_frac).collect()),
-                        );
-                        rep.add(
-                            "faults",
-                            &variant,
-                            t,
-                            sys.name(),
-                            "faults/touch",
-                            median(runs.iter().map(|r| r.faults_per_touch).collect()),
-                        );
-                    }
-                    if writer.is_some() {
-                        rep.add(
-                            "faults",
-                            &variant,
-                            t,
-                            sys.name(),
-                            "writer_ops",
-                            median(runs.iter().map(|r| r.writer_ops as f64).collect()),
-                        );
-                    }
+                eprintln!("# faults {variant} threads={t} {}", sys.name());
+                let runs: Vec<FaultRun> = (0..o.repeat)
+                    .map(|_| workloads::fault_loop(sys, layout, access, t, o.pages, writer))
+                    .collect();
+                let mut add = |metric: &'static str, f: &dyn Fn(&FaultRun) -> f64| {
+                    let v = median(runs.iter().map(f).collect());
+                    rep.add("faults", &variant, t, sys.name(), metric, v);
+                };
+                // A run that did not measure what it claims is reported, not printed
+                // as a number.
+                if let Some(Err(why)) = runs.iter().map(|r| r.valid.clone()).find(|v| v.is_err()) {
+                    invalid.push(format!("{variant} threads={t} {}: {why}", sys.name()));
+                    add("invalid", &|_| 1.0);
+                    continue;
+                }
+                add("faults/s", &|r| r.rate);
+                add("ns/fault", &|r| r.ns_per_fault);
+                add("minflt/touch", &|r| r.minflt_per_touch);
+                if let System::Engine(_) = sys {
+                    add("shared_wr/fault", &|r| r.shared_writes);
+                    add("slow_frac", &|r| r.slow_frac);
+                    add("faults/touch", &|r| r.faults_per_touch);
+                }
+                if writer.is_some() {
+                    add("writer_ops", &|r| r.writer_ops as f64);
                 }
             }
         }
@@ -345,12 +336,29 @@ fn main() {
     );
     let aa = aa_control(&rep);
     println!("# {}", aa.1);
+    if invalid.is_empty() {
+        println!("# validity: every fault loop faulted as it should (see fault_loop)");
+    } else {
+        for why in &invalid {
+            println!("# INVALID (not reported): {why}");
+        }
+    }
     for (section, metric, unit) in [
         ("faults", "faults/s", "higher is better"),
         (
             "faults",
             "shared_wr/fault",
             "engine's writes to shared cache lines per fault",
+        ),
+        (
+            "faults",
+            "ns/fault",
+            "time per kernel fault; icount with 1 vCPU: instructions per fault",
+        ),
+        (
+            "faults",
+            "minflt/touch",
+            "kernel-counted faults per page touched (1.00 for stores; loads: fault-around)",
         ),
         ("faults", "slow_frac", "fraction of faults on the slow path"),
         (
@@ -405,6 +413,7 @@ fn main() {
             ("pages_per_thread", o.pages.to_string()),
             ("aa_max_diff_pct", format!("{:.3}", aa.0 * 100.0)),
             ("aa_control", aa.1.clone()),
+            ("invalid", invalid.join(" | ")),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

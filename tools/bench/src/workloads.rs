@@ -61,8 +61,18 @@ pub enum WriterKind {
     Split,
 }
 
+/// How the fault loops touch a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// A store: a write fault, served by `->fault` (no fault-around for writes).
+    Write,
+    /// A load: a read fault, served by `->map_pages` (fault-around: one fault maps up
+    /// to 16 present pages) where the PTE table exists, else `->fault`.
+    Read,
+}
+
 /// One fault-loop measurement.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct FaultRun {
     /// Faults per second over all threads.
     pub rate: f64,
@@ -74,6 +84,14 @@ pub struct FaultRun {
     pub writer_ops: u64,
     /// Faults the engine counted per page touched (1.0: every touch faulted once).
     pub faults_per_touch: f64,
+    /// Faults the kernel counted (`ru_minflt` of the process) per page touched.
+    pub minflt_per_touch: f64,
+    /// Measured time per kernel-counted fault, in ns (under icount with 1 vCPU: the
+    /// instructions of one fault, all of it: entry, the engine, the install, return).
+    pub ns_per_fault: f64,
+    /// Whether the run measured what it claims (see [`fault_loop`]); an invalid run's
+    /// numbers are not reported.
+    pub valid: Result<(), String>,
 }
 
 /// A mapping the fault loops can use: an arena (engines) or a memfd mapping.
@@ -182,22 +200,39 @@ fn counters(t: &Target) -> [u64; uapi::VMALAB_NR_COUNTERS] {
 /// one word per page, `pages_per_thread` pages each, after the PTEs were zapped.
 /// With `writer`, one extra thread runs a [`WriterKind`] operation pair every period
 /// for the whole run.
+///
+/// Validity: with stores, every touch must fault exactly once (the kernel's `minflt`,
+/// and for engines their own count, 1.00 per touch within 1%); with loads (fault-around
+/// maps several pages per fault), every fault the engine counted must be one the
+/// kernel counted, and with one thread every kernel fault must have reached the engine
+/// (within 1%; with more, a fault can end as a spurious one in the kernel). The writer
+/// thread's own faults (an anonymous churn writer touches one page per operation) are
+/// allowed for.
 pub fn fault_loop(
     sys: System,
     layout: Layout,
+    access: Access,
     threads: usize,
     pages_per_thread: usize,
     writer: Option<(WriterKind, Duration)>,
 ) -> FaultRun {
     let len = threads * pages_per_thread * PAGE_SIZE;
+    // The process's first clock read faults the vDSO's data page in: not inside the
+    // measured window (the validity check caught it there).
+    let _ = Instant::now();
     let t = target(sys, len);
     touch_all(t.base, t.len);
     zap(t.base, t.len);
     let before = counters(&t);
+    // `start`: every worker exists (thread creation faults its stack: not ours to
+    // count); then the main thread reads `minflt` and opens `go`; `end`: every worker
+    // has finished its touches, and the main thread reads `minflt` again.
     let start = Barrier::new(threads + 1);
+    let go = Barrier::new(threads + 1);
+    let end = Barrier::new(threads + 1);
     let done = AtomicBool::new(false);
     let writer_ops = AtomicU64::new(0);
-    let dt = std::thread::scope(|s| {
+    let (dt, minflt) = std::thread::scope(|s| {
         if let Some((kind, period)) = writer {
             let (done, writer_ops, dev) = (&done, &writer_ops, t.dev.as_ref());
             // The split writer's page: just past the faulted pages, same region.
@@ -238,33 +273,44 @@ pub fn fault_loop(
         // barrier); the run spans the earliest start to the latest end.
         let workers: Vec<_> = (0..threads)
             .map(|i| {
-                let (t, start) = (&t, &start);
+                let (t, start, go, end) = (&t, &start, &go, &end);
                 s.spawn(move || {
                     start.wait();
+                    go.wait();
                     let t0 = Instant::now();
-                    let per = pages_per_thread * PAGE_SIZE;
-                    match layout {
+                    // Nothing in the measured window may allocate: a thread's first
+                    // malloc maps its arena, faults the kernel counts but we did not
+                    // ask for.
+                    let (first, step) = match layout {
                         // Own slice: contiguous pages.
-                        Layout::Private => touch_all(t.base.wrapping_add(i * per), per),
+                        Layout::Private => (i * pages_per_thread, 1),
                         // One region, interleaved: neighbouring pages belong to
                         // different threads (shared PTE tables, shared region).
-                        Layout::Shared => {
-                            for p in (i..threads * pages_per_thread).step_by(threads) {
-                                // SAFETY: Inside the target mapping.
-                                unsafe {
-                                    t.base
-                                        .add(p * PAGE_SIZE)
-                                        .cast::<u64>()
-                                        .write_volatile(p as u64)
-                                };
-                            }
+                        Layout::Shared => (i, threads),
+                    };
+                    let mut sum = 0u64;
+                    for k in 0..pages_per_thread {
+                        let p = first + k * step;
+                        let w = t.base.wrapping_add(p * PAGE_SIZE).cast::<u64>();
+                        match access {
+                            // SAFETY: Inside the target mapping.
+                            Access::Write => unsafe { w.write_volatile(p as u64) },
+                            // SAFETY: As above.
+                            Access::Read => sum = sum.wrapping_add(unsafe { w.read_volatile() }),
                         }
                     }
-                    (t0, Instant::now())
+                    std::hint::black_box(sum);
+                    let t1 = Instant::now();
+                    end.wait();
+                    (t0, t1)
                 })
             })
             .collect();
         start.wait();
+        let minflt_before = rusage().ru_minflt;
+        go.wait();
+        end.wait();
+        let minflt = (rusage().ru_minflt - minflt_before).max(1) as f64;
         let spans: Vec<(Instant, Instant)> = workers
             .into_iter()
             .map(|w| w.join().expect("worker"))
@@ -272,18 +318,45 @@ pub fn fault_loop(
         done.store(true, Relaxed);
         let first = spans.iter().map(|s| s.0).min().expect("threads > 0");
         let last = spans.iter().map(|s| s.1).max().expect("threads > 0");
-        last - first
+        (last - first, minflt)
     });
     let after = counters(&t);
     let d = |k: usize| after[k] - before[k];
     let faults = (d(uapi::VMALAB_CTR_FAULT_FAST) + d(uapi::VMALAB_CTR_FAULT_SLOW)).max(1);
     let touched = (threads * pages_per_thread) as f64;
+    let engine = t.dev.is_some();
+    let ops = writer_ops.load(Relaxed) as f64;
+    let near = |x: f64, want: f64| (x - want).abs() <= want * 0.01 + ops;
+    let valid = match access {
+        Access::Write if !near(minflt, touched) => Err(format!(
+            "{minflt} kernel faults for {touched} stores (want one each)"
+        )),
+        Access::Write if engine && !near(faults as f64, touched) => Err(format!(
+            "the engine counted {faults} faults for {touched} stores (want one each)"
+        )),
+        // With several threads on one region, a fault can find its PTE already
+        // installed by another's fault-around and end in the kernel (a spurious
+        // fault the engine never sees): the kernel may count more, never fewer.
+        Access::Read
+            if engine
+                && (faults as f64 > minflt + ops
+                    || (threads == 1 && !near(faults as f64, minflt))) =>
+        {
+            Err(format!(
+                "the engine counted {faults} faults, the kernel {minflt}"
+            ))
+        }
+        _ => Ok(()),
+    };
     FaultRun {
         rate: touched / dt.as_secs_f64(),
         shared_writes: d(uapi::VMALAB_CTR_SHARED_WRITES) as f64 / faults as f64,
         slow_frac: d(uapi::VMALAB_CTR_FAULT_SLOW) as f64 / faults as f64,
         writer_ops: writer_ops.load(Relaxed),
         faults_per_touch: faults as f64 / touched,
+        minflt_per_touch: minflt / touched,
+        ns_per_fault: dt.as_nanos() as f64 / minflt,
+        valid,
     }
 }
 
