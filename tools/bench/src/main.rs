@@ -30,7 +30,7 @@ mod workloads;
 
 use report::Report;
 use std::{path::PathBuf, time::Duration};
-use workloads::{median, Access, FaultRun, Layout, System, WriterKind};
+use workloads::{Access, FaultRun, Layout, System, WriterKind};
 
 struct Opts {
     threads: Vec<usize>,
@@ -171,17 +171,28 @@ fn main() {
         for &t in &o.threads {
             let mut systems = engines.clone();
             systems.push(System::Memfd);
-            for sys in systems {
-                if writer.is_some() && is_floor(&sys) {
-                    continue; // The floor cannot change its regions.
+            // The floor cannot change its regions.
+            systems.retain(|s| writer.is_none() || !is_floor(s));
+            // Repeats interleaved across systems (round r of every system, then round
+            // r + 1), so that a drift during the run hits every system alike.
+            let mut runs: Vec<Vec<FaultRun>> = vec![Vec::new(); systems.len()];
+            for round in 0..o.repeat {
+                for (i, &sys) in systems.iter().enumerate() {
+                    eprintln!(
+                        "# faults {variant} threads={t} {} (round {}/{})",
+                        sys.name(),
+                        round + 1,
+                        o.repeat
+                    );
+                    runs[i].push(workloads::fault_loop(
+                        sys, layout, access, t, o.pages, writer,
+                    ));
                 }
-                eprintln!("# faults {variant} threads={t} {}", sys.name());
-                let runs: Vec<FaultRun> = (0..o.repeat)
-                    .map(|_| workloads::fault_loop(sys, layout, access, t, o.pages, writer))
-                    .collect();
+            }
+            for (sys, runs) in systems.into_iter().zip(runs) {
                 let mut add = |metric: &'static str, f: &dyn Fn(&FaultRun) -> f64| {
-                    let v = median(runs.iter().map(f).collect());
-                    rep.add("faults", &variant, t, sys.name(), metric, v);
+                    let samples = runs.iter().map(f).collect();
+                    rep.add_samples("faults", &variant, t, sys.name(), metric, samples);
                 };
                 // A run that did not measure what it claims is reported, not printed
                 // as a number.
@@ -251,51 +262,30 @@ fn main() {
     let t = o.threads.iter().copied().max().unwrap_or(1);
     let mut systems: Vec<System> = engines.iter().copied().filter(|s| !is_floor(s)).collect();
     systems.push(System::Mmap);
-    for sys in systems {
-        eprintln!("# ebizzy threads={t} {}", sys.name());
-        let runs: Vec<_> = (0..o.repeat)
-            .map(|_| workloads::ebizzy(sys, t, Duration::from_secs_f64(o.ebizzy_secs)))
-            .collect();
-        rep.add(
-            "ebizzy",
-            "-m",
-            t,
-            sys.name(),
-            "records/s",
-            median(runs.iter().map(|r| r.records).collect()),
-        );
-        rep.add(
-            "ebizzy",
-            "-m",
-            t,
-            sys.name(),
-            "user_s",
-            median(runs.iter().map(|r| r.user).collect()),
-        );
-        rep.add(
-            "ebizzy",
-            "-m",
-            t,
-            sys.name(),
-            "sys_s",
-            median(runs.iter().map(|r| r.sys).collect()),
-        );
-        rep.add(
-            "ebizzy",
-            "-m",
-            t,
-            sys.name(),
-            "minflt",
-            median(runs.iter().map(|r| r.minflt as f64).collect()),
-        );
-        rep.add(
-            "ebizzy",
-            "-m",
-            t,
-            sys.name(),
-            "ctx_switches",
-            median(runs.iter().map(|r| r.csw as f64).collect()),
-        );
+    // Repeats interleaved across systems, as for the fault loops.
+    let mut runs: Vec<Vec<workloads::EbizzyRun>> = vec![Vec::new(); systems.len()];
+    for round in 0..o.repeat {
+        for (i, &sys) in systems.iter().enumerate() {
+            eprintln!(
+                "# ebizzy threads={t} {} (round {}/{})",
+                sys.name(),
+                round + 1,
+                o.repeat
+            );
+            let secs = Duration::from_secs_f64(o.ebizzy_secs);
+            runs[i].push(workloads::ebizzy(sys, t, secs));
+        }
+    }
+    for (sys, runs) in systems.into_iter().zip(runs) {
+        let mut add = |metric: &'static str, f: &dyn Fn(&workloads::EbizzyRun) -> f64| {
+            let samples = runs.iter().map(f).collect();
+            rep.add_samples("ebizzy", "-m", t, sys.name(), metric, samples);
+        };
+        add("records/s", &|r| r.records);
+        add("user_s", &|r| r.user);
+        add("sys_s", &|r| r.sys);
+        add("minflt", &|r| r.minflt as f64);
+        add("ctx_switches", &|r| r.csw as f64);
     }
 
     // Memory.

@@ -1,5 +1,6 @@
 //! Results: rows, tables with ratios, CSV, JSON and SVG line charts (no dependencies).
 
+use crate::workloads::median;
 use std::{fmt::Write as _, path::Path};
 
 /// One measured value.
@@ -15,8 +16,10 @@ pub struct Row {
     pub system: &'static str,
     /// Metric name.
     pub metric: &'static str,
-    /// Value.
+    /// Value: the median of `samples`.
     pub value: f64,
+    /// Every measurement behind `value`, in order.
+    pub samples: Vec<f64>,
 }
 
 /// All rows of a run.
@@ -37,13 +40,27 @@ impl Report {
         metric: &'static str,
         value: f64,
     ) {
+        self.add_samples(section, variant, threads, system, metric, vec![value]);
+    }
+
+    /// Records the repeated measurements of a value (reported as their median).
+    pub fn add_samples(
+        &mut self,
+        section: &'static str,
+        variant: &str,
+        threads: usize,
+        system: &'static str,
+        metric: &'static str,
+        samples: Vec<f64>,
+    ) {
         self.rows.push(Row {
             section,
             variant: variant.to_string(),
             threads,
             system,
             metric,
-            value,
+            value: median(samples.clone()),
+            samples,
         });
     }
 
@@ -75,8 +92,8 @@ impl Report {
         println!();
         println!("## {section}: {metric} ({unit})");
         println!(
-            "{:<22} {:>7} {:<8} {:>14} {:>9} {:>9} {:>9}",
-            "variant", "threads", "system", metric, "/rwsem", "/none", "/kernel"
+            "{:<22} {:>7} {:<8} {:>14} {:>9} {:>9} {:>9} {:>12} {:>12}",
+            "variant", "threads", "system", metric, "/rwsem", "/none", "/kernel", "min", "max"
         );
         for r in rows {
             let ratio = |sys: &str| {
@@ -89,15 +106,30 @@ impl Report {
             } else {
                 ratio("mmap")
             };
+            let (min, max) = r
+                .samples
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                    (a.min(v), b.max(v))
+                });
+            let spread = |v: f64| {
+                if r.samples.len() > 1 {
+                    fmt_value(v)
+                } else {
+                    "-".into()
+                }
+            };
             println!(
-                "{:<22} {:>7} {:<8} {:>14} {:>9} {:>9} {:>9}",
+                "{:<22} {:>7} {:<8} {:>14} {:>9} {:>9} {:>9} {:>12} {:>12}",
                 r.variant,
                 r.threads,
                 r.system,
                 fmt_value(r.value),
                 ratio("rwsem"),
                 ratio("none"),
-                kernel
+                kernel,
+                spread(min),
+                spread(max)
             );
         }
     }
@@ -123,13 +155,18 @@ impl Report {
             );
             let _ = writeln!(
                 json,
-                "    {{\"section\": \"{}\", \"variant\": \"{}\", \"threads\": {}, \"system\": \"{}\", \"metric\": \"{}\", \"value\": {}}}{}",
+                "    {{\"section\": \"{}\", \"variant\": \"{}\", \"threads\": {}, \"system\": \"{}\", \"metric\": \"{}\", \"value\": {}, \"samples\": [{}]}}{}",
                 r.section,
                 r.variant,
                 r.threads,
                 r.system,
                 r.metric,
-                r.value,
+                json_num(r.value),
+                r.samples
+                    .iter()
+                    .map(|v| json_num(*v))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 if i + 1 == self.rows.len() { "" } else { "," }
             );
         }
@@ -161,6 +198,15 @@ impl Report {
             written.push(name);
         }
         Ok(written)
+    }
+}
+
+/// A JSON number (JSON has no NaN or infinities: those become `null`).
+fn json_num(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v}")
+    } else {
+        "null".into()
     }
 }
 
