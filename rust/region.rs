@@ -597,21 +597,27 @@ mod tests {
 
     type Removed = KVec<(usize, Arc<Region>)>;
 
-    /// Plans and commits `change`; returns the regions that left.
-    fn apply(t: &mut RegionTree, change: Change) -> Result<Removed> {
-        let plan = t.plan(change)?;
+    /// Commits `plan`; returns the regions that left.
+    fn commit(t: &mut RegionTree, plan: Plan) -> Result<Removed> {
         let mut out = KVec::with_capacity(plan.leaving, GFP_KERNEL)?;
         t.commit(plan, &mut out);
         Ok(out)
     }
 
+    /// Plans and commits `change`; returns the regions that left.
+    fn apply(t: &mut RegionTree, change: Change) -> Result<Removed> {
+        let plan = t.plan(change)?;
+        commit(t, plan)
+    }
+
+    /// MAPs a fresh region of `n` pages at `placement`; returns where it went.
     fn map(t: &mut RegionTree, placement: Placement, n: usize) -> Result<usize> {
         let r = Region::new(n, Backing::Zero)?;
-        let plan = t.plan(Change::Map(r, placement))?;
-        let start = plan.start;
-        let mut out = KVec::with_capacity(plan.leaving, GFP_KERNEL)?;
-        t.commit(plan, &mut out);
-        Ok(start)
+        apply(t, Change::Map(r.clone(), placement))?;
+        t.iter()
+            .find(|(_, x)| Arc::ptr_eq(x, &r))
+            .map(|(s, _)| s)
+            .ok_or(EINVAL)
     }
 
     /// The tree as `(start, npages, first slot, prot)`.
@@ -725,8 +731,7 @@ mod tests {
         let plan = t.plan(Change::Map(r, Placement::Replace(6)))?;
         assert_eq!((plan.lo, plan.hi, plan.leaving), (0, 16, 2));
         assert_eq!((plan.start, plan.end, plan.dead), (6, 10, true));
-        let mut out = KVec::with_capacity(plan.leaving, GFP_KERNEL)?;
-        t.commit(plan, &mut out);
+        commit(&mut t, plan)?;
         assert_eq!(
             &layout(&t)?[..],
             &[(0, 6, 0, RW), (6, 4, 0, RW), (10, 6, 2, RW)]
@@ -758,8 +763,7 @@ mod tests {
         // The middle of a region: three parts over the same pages.
         let plan = t.plan(Change::Protect(4, 8, RO))?;
         assert!(!plan.dead);
-        let mut out = KVec::with_capacity(plan.leaving, GFP_KERNEL)?;
-        t.commit(plan, &mut out);
+        commit(&mut t, plan)?;
         assert_eq!(
             &layout(&t)?[..],
             &[(0, 4, 0, RW), (4, 4, 4, RO), (8, 8, 8, RW), (16, 4, 0, RW)]
@@ -780,8 +784,7 @@ mod tests {
         // one region again; the region at 16 has other pages and stays apart.
         let plan = t.plan(Change::Protect(4, 10, RW))?;
         assert_eq!((plan.lo, plan.hi, plan.leaving), (0, 16, 3));
-        let mut out = KVec::with_capacity(plan.leaving, GFP_KERNEL)?;
-        t.commit(plan, &mut out);
+        commit(&mut t, plan)?;
         assert_eq!(&layout(&t)?[..], &[(0, 16, 0, RW), (16, 4, 0, RW)]);
         // Across two regions with different pages: split, not merged.
         apply(&mut t, Change::Protect(12, 18, RO))?;

@@ -481,10 +481,8 @@ impl Space {
             freed += if mutants != 0 {
                 r.present_in(offset, n)
             } else {
-                // SAFETY: `r` left the set at publish and the writer's quiesce and zap
-                // (`protocol/writer.rs`) ran: no fault can reach this part any more,
-                // no PTE maps it, and the region that replaced the set there (if any)
-                // has other pages.
+                // SAFETY: `r` left at publish, quiesce and zap ran: no fault reaches
+                // this part, no PTE maps it, no region in the set has these slots.
                 unsafe { r.punch(offset, n) }
             };
             vm_ops::cond_resched();

@@ -1723,28 +1723,50 @@ impl<'a> Seq<'a> {
         (desc, r)
     }
 
-    fn do_unmap(&mut self, u: uapi::VmalabUnmap, ptr: Ptr) -> Step {
+    /// The common head of a range ioctl (`UNMAP`, `PROTECT`): issues `cmd` with its
+    /// argument `arg` at `ptr` and checks what the pointer alone decides. `None`: the
+    /// pointer was bad and the call faulted, as it must; else the result to judge.
+    fn range_ioctl(
+        &mut self,
+        name: &'static str,
+        cmd: u32,
+        arg: &[u8],
+        ptr: Ptr,
+    ) -> Result<Option<Result<i64, Errno>>, String> {
         let fd = self.fd().ok_or("no device")?;
-        let (at, stored) = self.place(ptr, &bytes_of(&u))?;
-        let r = ioctl(fd, uapi::VMALAB_IOC_UNMAP, at);
-        self.tally.add("unmap", &r);
+        let (at, stored) = self.place(ptr, arg)?;
+        let r = ioctl(fd, cmd, at);
+        self.tally.add(name, &r);
         errno_ok(Call::Ioctl, &r)?;
         if ptr.always_faults() || !stored {
             expect(r == Err(libc::EFAULT), || {
                 "a bad pointer did not fault".into()
             })?;
-            return Ok(res(&r));
+            return Ok(None);
         }
         if self.ep.engine == 0 {
             self.refresh()?;
         }
+        Ok(Some(r))
+    }
+
+    /// Whether `[offset, offset + length)` is a valid range of the arena: page aligned,
+    /// not empty, no overflow, inside it.
+    fn range_valid(&self, offset: u64, length: u64) -> bool {
         let a = self.ep.arena_size;
+        a != 0
+            && offset.is_multiple_of(P)
+            && length.is_multiple_of(P)
+            && length != 0
+            && offset.checked_add(length).is_some_and(|e| e <= a)
+    }
+
+    fn do_unmap(&mut self, u: uapi::VmalabUnmap, ptr: Ptr) -> Step {
+        let Some(r) = self.range_ioctl("unmap", uapi::VMALAB_IOC_UNMAP, &bytes_of(&u), ptr)? else {
+            return Ok(res(&Err::<(), _>(libc::EFAULT)));
+        };
         let can = self.ep.can_modify();
-        let valid = a != 0
-            && u.offset.is_multiple_of(P)
-            && u.length.is_multiple_of(P)
-            && u.length != 0
-            && u.offset.checked_add(u.length).is_some_and(|e| e <= a);
+        let valid = self.range_valid(u.offset, u.length);
         let Some(model) = self.ep.model.as_ref() else {
             return Ok(res(&r));
         };
@@ -1807,34 +1829,17 @@ impl<'a> Seq<'a> {
     }
 
     fn do_protect(&mut self, p: uapi::VmalabProtect, ptr: Ptr) -> Step {
-        let fd = self.fd().ok_or("no device")?;
-        let (at, stored) = self.place(ptr, &bytes_of(&p))?;
-        let r = ioctl(fd, uapi::VMALAB_IOC_PROTECT, at);
-        self.tally.add("protect", &r);
-        errno_ok(Call::Ioctl, &r)?;
-        if ptr.always_faults() || !stored {
-            expect(r == Err(libc::EFAULT), || {
-                "a bad pointer did not fault".into()
-            })?;
-            return Ok(res(&r));
-        }
-        if self.ep.engine == 0 {
-            self.refresh()?;
-        }
-        let a = self.ep.arena_size;
+        let arg = bytes_of(&p);
+        let Some(r) = self.range_ioctl("protect", uapi::VMALAB_IOC_PROTECT, &arg, ptr)? else {
+            return Ok(res(&Err::<(), _>(libc::EFAULT)));
+        };
         let can = self.ep.can_modify();
         let ro = match p.prot {
             uapi::VMALAB_PROT_READ => Some(true),
             uapi::VMALAB_PROT_READ_WRITE => Some(false),
             _ => None,
         };
-        let valid = a != 0
-            && p.reserved == 0
-            && ro.is_some()
-            && p.offset.is_multiple_of(P)
-            && p.length.is_multiple_of(P)
-            && p.length != 0
-            && p.offset.checked_add(p.length).is_some_and(|e| e <= a);
+        let valid = p.reserved == 0 && ro.is_some() && self.range_valid(p.offset, p.length);
         let Some(model) = self.ep.model.as_ref() else {
             return Ok(res(&r));
         };

@@ -37,16 +37,19 @@ use vmalab::{probe, Arena, Device, PAGE_SIZE};
 /// The writer is between states for generation `g`: the region may be unmapped,
 /// mapped but not yet filled, or filled. Zero and `SIGBUS` are fine; generations older
 /// than `g` are not.
-const PHASE_BUSY: u64 = 0;
+pub const PHASE_BUSY: u64 = 0;
 /// Generation `g` is mapped and filled.
-const PHASE_LIVE: u64 = 1;
+pub const PHASE_LIVE: u64 = 1;
 /// The unmap of generation `g` has returned: every access must `SIGBUS`.
-const PHASE_GAP: u64 = 2;
+pub const PHASE_GAP: u64 = 2;
 /// The replace that created generation `g` has returned, and the writer has not
 /// filled it yet: every successful load must read zero.
-const PHASE_FRESH: u64 = 3;
+pub const PHASE_FRESH: u64 = 3;
 
-fn state(gen: u64, phase: u64) -> u64 {
+/// A published state: a phase and the generation (or round) it belongs to, so that
+/// every transition is a new value and a reader that sees the same state before and
+/// after its access knows none happened in between.
+pub fn state(gen: u64, phase: u64) -> u64 {
     (gen << 2) | phase
 }
 fn gen_of(s: u64) -> u64 {

@@ -24,7 +24,10 @@
 //! range must raise `SIGSEGV` and the range's data must not change; once RW returned,
 //! stores must succeed; loads always succeed.
 
-use crate::race::pattern;
+// A page's published state is `race::state(round, phase)`: the round makes every
+// transition a new value, so a slow access spanning whole rounds cannot see the same
+// state come back (seen on the debug kernel before states carried their round).
+use crate::race::{pattern, state as st, PHASE_BUSY, PHASE_FRESH, PHASE_GAP, PHASE_LIVE};
 use std::sync::{
     atomic::{AtomicBool, AtomicU64, Ordering::*},
     Mutex,
@@ -33,24 +36,15 @@ use std::time::Duration;
 use vmalab::{errno_name, probe, uapi, Arena, Device, PAGE_SIZE};
 
 /// The writer is changing the page: anything but `SIGSEGV` is fine.
-const BUSY: u64 = 0;
+const BUSY: u64 = PHASE_BUSY;
 /// The page holds generation `g`, unchanged until the writer says otherwise.
-const LIVE: u64 = 1;
+const LIVE: u64 = PHASE_LIVE;
 /// The UNMAP covering the page has returned: every access must `SIGBUS`.
-const GAP: u64 = 2;
+const GAP: u64 = PHASE_GAP;
 /// The MAP covering the page has returned, not yet filled: loads read zero.
-const FRESH: u64 = 3;
+const FRESH: u64 = PHASE_FRESH;
 /// (Protect race) PROTECT RO of the page returned: stores must `SIGSEGV`.
-const RO: u64 = 2;
-
-/// A page's published state: a phase and the round (or generation) it belongs to. The
-/// round makes every transition a new value, so a reader that saw the same state
-/// before and after its access knows no transition happened in between (a slow
-/// access spanning whole rounds would otherwise see the same phase again: seen on the
-/// debug kernel).
-fn st(gen: u64, phase: u64) -> u64 {
-    (gen << 2) | phase
-}
+const RO: u64 = PHASE_GAP;
 
 /// Parameters of a split or protect race.
 pub struct SplitSpec {
