@@ -14,9 +14,22 @@
 //! arena of at most `VMALAB_MAX_ARENA_SIZE` (`EINVAL`). Everything a user makes the
 //! module allocate is charged to the user's memory cgroup (`GFP_KERNEL_ACCOUNT`).
 //!
+//! Retiring ranges: from its publish until its free, a writer operation that took
+//! regions out has their range on the `retiring` list — the old regions' PTEs may
+//! still exist there (and, for `rcu`, faults in flight may still install some) until
+//! its quiesce and zap are done. A writer waits, before it publishes, until no
+//! retiring range overlaps its own (a MAP placed anywhere: until the list is empty,
+//! its range is not known before the engine places it); otherwise a MAP placed there
+//! would hand out a range whose stores go through the old PTEs to the old pages, and
+//! lose them at the old zap (found by the ebizzy benchmark; test
+//! `map_reuses_unmapped_range`). The kernel's `munmap` has the same rule: `mmap_lock`
+//! excludes every other `mmap` until the unmap's zap is done.
+//!
 //! Lock order (see also `engine.rs`): `mmap_lock` → `setup` (taken by `mmap`, which
 //! runs under `mmap_lock`) → engine creation; `setup` is never held while taking
-//! `mmap_lock` or an engine lock of a running engine. `graveyard` is innermost.
+//! `mmap_lock` or an engine lock of a running engine. `retiring` → engine locks (it
+//! is held across the engine's publish, never while taking `mmap_lock`: the zap runs
+//! after it is dropped). `graveyard` is innermost.
 
 // One kind of `unsafe` here: punching the pages of a departed part of a region
 // (`Region::punch`), in writer step 4 and at release.
@@ -32,13 +45,13 @@ use crate::{
 };
 use kernel::{
     mm::{virt::VmaNew, Mm},
-    new_mutex,
+    new_condvar, new_mutex,
     page::{PAGE_SHIFT, PAGE_SIZE},
     prelude::*,
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
-        Arc, ArcBorrow, Mutex, SetOnce,
+        Arc, ArcBorrow, CondVar, Mutex, SetOnce,
     },
     time::{Instant, Monotonic},
 };
@@ -81,6 +94,13 @@ pub(crate) struct Space {
     /// once no arena VMA is left.
     #[pin]
     graveyard: Mutex<KVec<(usize, Arc<Region>)>>,
+    /// Page ranges of writer operations between their publish and their free (see
+    /// the module docs).
+    #[pin]
+    retiring: Mutex<KVec<(usize, usize)>>,
+    /// Signalled when a range leaves `retiring`.
+    #[pin]
+    retired: CondVar,
 }
 
 /// Set in [`Space::mutants`] for good once a test mutant was armed: a fault that a
@@ -98,6 +118,21 @@ struct WriterOp<'a> {
     mutants: u32,
     /// Where the publish placed or began the operation (pages).
     start: usize,
+    /// The range this operation put on the space's `retiring` list.
+    retiring: Option<(usize, usize)>,
+}
+
+/// Whether `change` must wait for a running writer operation on `[lo, hi)`.
+fn must_wait(change: &Change, (lo, hi): (usize, usize)) -> bool {
+    let overlaps = |s: usize, e: usize| s < hi && lo < e;
+    match *change {
+        // Its range is chosen by the engine: wait for every running operation.
+        Change::Map(_, Placement::Any) => true,
+        Change::Map(ref r, Placement::Fixed(s) | Placement::Replace(s)) => {
+            overlaps(s, s.saturating_add(r.npages()))
+        }
+        Change::Unmap(s, e) | Change::Protect(s, e, _) => overlaps(s, e),
+    }
 }
 
 impl<'a> WriterOp<'a> {
@@ -108,6 +143,7 @@ impl<'a> WriterOp<'a> {
             change: Some(change),
             mutants: space.mutants.load(Relaxed),
             start: 0,
+            retiring: None,
         }
     }
 
@@ -143,7 +179,22 @@ impl Writer for WriterOp<'_> {
     fn publish(&mut self) -> Result<Unpublished> {
         let change = self.change.take().ok_or(EINVAL)?;
         let is_map = matches!(change, Change::Map(..));
+        let mut retiring = self.space.retiring.lock();
+        if self.mutants & uapi::VMALAB_MUTANT_SKIP_RETIRE_WAIT == 0 {
+            while retiring.iter().any(|&r| must_wait(&change, r)) {
+                self.space.retired.wait(&mut retiring);
+            }
+        }
+        // Room for our own range, before anything changes.
+        retiring.reserve(1, GFP_KERNEL)?;
         let out = self.engine.publish(change, self.space, &self.space.stats)?;
+        if !out.regions.is_empty() {
+            let range = (out.start, out.end);
+            if retiring.push_within_capacity(range).is_ok() {
+                self.retiring = Some(range);
+            }
+        }
+        drop(retiring);
         if is_map && !out.regions.is_empty() {
             let n = out.regions.len() as u64;
             self.space.stats.add(uapi::VMALAB_CTR_REPLACED, n);
@@ -164,6 +215,14 @@ impl Writer for WriterOp<'_> {
 
     fn free(&mut self, unpublished: Unpublished) {
         self.space.free_unpublished(unpublished, self.mutants);
+        if let Some(range) = self.retiring.take() {
+            let mut retiring = self.space.retiring.lock();
+            if let Some(i) = retiring.iter().position(|&r| r == range) {
+                let _ = retiring.remove(i);
+            }
+            drop(retiring);
+            self.space.retired.notify_all();
+        }
     }
 }
 
@@ -205,6 +264,8 @@ impl Space {
                 region_pages: Atomic::new(0),
                 mutants: Atomic::new(0),
                 graveyard <- new_mutex!(KVec::new(), "vmalab_space_graveyard"),
+                retiring <- new_mutex!(KVec::new(), "vmalab_space_retiring"),
+                retired <- new_condvar!("vmalab_space_retired"),
             }),
             GFP_KERNEL_ACCOUNT,
         )

@@ -59,7 +59,8 @@ struct vmalab_protect {
 #define VMALAB_MUTANT_SKIP_GRACE_PERIOD	(1u << 1)
 #define VMALAB_MUTANT_SKIP_DRAIN	(1u << 2)
 #define VMALAB_MUTANT_UNLOCKED_INSTALL	(1u << 3)
-#define VMALAB_MUTANTS_ALL		((1u << 4) - 1)
+#define VMALAB_MUTANT_SKIP_RETIRE_WAIT	(1u << 4)
+#define VMALAB_MUTANTS_ALL		((1u << 5) - 1)
 
 struct vmalab_test_hooks {
 	__u32 mutants;

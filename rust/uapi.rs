@@ -74,8 +74,12 @@ pub const VMALAB_MUTANT_SKIP_DRAIN: u32 = 1 << 2;
 /// Mutant (`rwsem`): faults drop the read lock before they install the PTE, so
 /// writers no longer wait for them.
 pub const VMALAB_MUTANT_UNLOCKED_INSTALL: u32 = 1 << 3;
+/// Mutant (all engines that modify): a writer does not wait for running writer
+/// operations that cover its range, so a MAP can be placed where an UNMAP has
+/// published but not yet zapped, and the new region's stores go to the old pages.
+pub const VMALAB_MUTANT_SKIP_RETIRE_WAIT: u32 = 1 << 4;
 /// All mutant bits.
-pub const VMALAB_MUTANTS_ALL: u32 = (1 << 4) - 1;
+pub const VMALAB_MUTANTS_ALL: u32 = (1 << 5) - 1;
 
 /// Argument of [`VMALAB_IOC_TEST_HOOKS`]. Mutants keep the module memory-safe: regions
 /// (and `rcu` entries) a mutant writer removes are kept until the file is released, and

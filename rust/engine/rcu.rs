@@ -213,6 +213,7 @@ impl Engine for RcuEngine {
 
     fn set_test_hooks(&self, hooks: &uapi::VmalabTestHooks) -> Result {
         let ours = uapi::VMALAB_MUTANT_SKIP_ZAP
+            | uapi::VMALAB_MUTANT_SKIP_RETIRE_WAIT
             | uapi::VMALAB_MUTANT_SKIP_GRACE_PERIOD
             | uapi::VMALAB_MUTANT_SKIP_DRAIN;
         if hooks.mutants & !ours != 0 {

@@ -110,7 +110,9 @@ impl Engine for RwsemEngine {
     // read lock.
 
     fn set_test_hooks(&self, hooks: &uapi::VmalabTestHooks) -> Result {
-        let ours = uapi::VMALAB_MUTANT_SKIP_ZAP | uapi::VMALAB_MUTANT_UNLOCKED_INSTALL;
+        let ours = uapi::VMALAB_MUTANT_SKIP_ZAP
+            | uapi::VMALAB_MUTANT_SKIP_RETIRE_WAIT
+            | uapi::VMALAB_MUTANT_UNLOCKED_INSTALL;
         if hooks.mutants & !ours != 0 || hooks.release_delay_us != 0 {
             return Err(EINVAL);
         }

@@ -6,12 +6,17 @@
 //!   writer thread mapping/unmapping a small region (`+writer`) or splitting and
 //!   merging the faulting region (`+split`) every millisecond, and by loads (`-read`:
 //!   read faults through `map_pages`). Kernel reference: a memfd `MAP_SHARED` mapping
-//!   faulted the same way (its writers: anonymous mmap/munmap, mprotect). A loop that
-//!   did not fault as it claims is reported INVALID, not as a number.
+//!   faulted the same way (its writers: anonymous mmap/munmap, mprotect). A point
+//!   repeats passes over its pages until it has `--min-faults` faults or `--min-secs`
+//!   of measured time, and `--min-writer-ops` writer operations with a writer. A loop
+//!   that did not fault as it claims, or a point its `--max-secs` cap cut short, is
+//!   reported INVALID, not as a number.
 //! - `writer`: map and unmap latency, idle and with faulting threads.
-//! - `ebizzy` (`ebizzy -m` style): threads allocate (map), fill, search and free
-//!   (unmap) chunks; records/s, user/sys time, minor faults. Reference: real
-//!   anonymous mmap/munmap.
+//! - `ebizzy` (`ebizzy -m`, LTP's algorithm and defaults): 2 x CPUs threads, per
+//!   record a fresh 512 KiB mapping, memcpy from a random source chunk, binary search,
+//!   unmap; records/s, user/sys time, minor faults. Reference: anonymous mmap/munmap.
+//! - `churn` (small chunks): the same loop with 1-32-page regions and a linear search:
+//!   bound by writer latency.
 //! - `memory`: kernel bytes per region and per page.
 //!
 //! What time means is in `VMALAB_MODE` (set by `tools/vm`): under `icount` a
@@ -22,7 +27,8 @@
 //!
 //! ```text
 //! vmalab-bench [--threads 1,2,4] [--repeat N] [--pages N] [--engine NAME]...
-//!              [--ebizzy-secs S] [--out DIR] [--smoke]
+//!              [--ebizzy-secs S] [--min-faults N] [--min-secs S] [--min-writer-ops N]
+//!              [--max-secs S] [--writer-ops N] [--out DIR] [--smoke]
 //! ```
 
 mod report;
@@ -40,6 +46,8 @@ struct Opts {
     ebizzy_secs: f64,
     out: Option<PathBuf>,
     writer_ops: usize,
+    point: workloads::PointLength,
+    lock_stat: bool,
 }
 
 fn parse() -> Opts {
@@ -50,10 +58,21 @@ fn parse() -> Opts {
         engines: Vec::new(),
         ebizzy_secs: 2.0,
         out: std::env::var_os("VMALAB_RESULTS").map(PathBuf::from),
-        writer_ops: 200,
+        writer_ops: 1000,
+        point: workloads::PointLength {
+            min_faults: 100_000,
+            min_secs: 1.0,
+            min_writer_ops: 1000,
+            max_secs: 60.0,
+        },
+        lock_stat: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        if a == "--lock-stat" {
+            o.lock_stat = true;
+            continue;
+        }
         if a == "--smoke" {
             // The test suite's run: everything once, tiny, so the code cannot rot.
             o.threads = vec![1, 2];
@@ -61,6 +80,12 @@ fn parse() -> Opts {
             o.pages = 64;
             o.ebizzy_secs = 0.2;
             o.writer_ops = 10;
+            o.point = workloads::PointLength {
+                min_faults: 0,
+                min_secs: 0.0,
+                min_writer_ops: 2,
+                max_secs: 1.0,
+            };
             continue;
         }
         let v = args.next().unwrap_or_else(|| panic!("{a} needs a value"));
@@ -74,6 +99,11 @@ fn parse() -> Opts {
             "--repeat" => o.repeat = v.parse().expect("repeat"),
             "--pages" => o.pages = v.parse().expect("pages"),
             "--ebizzy-secs" => o.ebizzy_secs = v.parse().expect("seconds"),
+            "--min-faults" => o.point.min_faults = v.parse().expect("faults"),
+            "--min-secs" => o.point.min_secs = v.parse().expect("seconds"),
+            "--min-writer-ops" => o.point.min_writer_ops = v.parse().expect("operations"),
+            "--max-secs" => o.point.max_secs = v.parse().expect("seconds"),
+            "--writer-ops" => o.writer_ops = v.parse().expect("operations"),
             "--out" => o.out = Some(PathBuf::from(v)),
             "--engine" => o
                 .engines
@@ -123,6 +153,75 @@ fn aa_control(rep: &Report) -> (f64, String) {
     (worst, verdict)
 }
 
+/// The `kernel-lines` section (`--lock-stat`, debug kernel): what the kernel itself
+/// writes per fault, beside the engine's own count. Every system faults (stores) with
+/// one thread per CPU in both layouts; `/proc/lock_stat` is cleared before and read
+/// after each point: acquisitions per fault of the per-VMA lock, the PTE-table lock,
+/// `mmap_lock` and vmalab's own lock classes, and for the locks lock_stat can follow
+/// across CPUs (spinlocks, rwsems; not the per-VMA lock, which is taken through its
+/// reference count) the acquisitions that found the lock last taken on another CPU:
+/// cache-line transfers.
+fn kernel_lines(o: &Opts, rep: &mut Report, systems: &[System], cpus: usize) -> bool {
+    if workloads::lock_stat().is_none() {
+        eprintln!("# kernel-lines: no /proc/lock_stat (not the debug kernel): skipped");
+        return false;
+    }
+    let t = cpus.max(2);
+    for layout in [Layout::Private, Layout::Shared] {
+        let variant = if layout == Layout::Private {
+            "private"
+        } else {
+            "shared"
+        };
+        for &sys in systems {
+            eprintln!("# kernel-lines {variant} threads={t} {}", sys.name());
+            workloads::lock_stat_clear();
+            let r = workloads::fault_loop(sys, layout, Access::Write, t, o.pages, None, o.point);
+            let ls = workloads::lock_stat().expect("lock_stat went away");
+            for ((family, _), (acq, bounces)) in workloads::LOCK_CLASSES.iter().zip(ls) {
+                let per = |n: u64| n as f64 / r.faults;
+                let acq_metric: &'static str = match *family {
+                    "vm_lock" => "vm_lock_acq/fault",
+                    "ptlock" => "ptlock_acq/fault",
+                    "mmap_lock" => "mmap_lock_acq/fault",
+                    _ => "vmalab_acq/fault",
+                };
+                rep.add("kernel-lines", variant, t, sys.name(), acq_metric, per(acq));
+                match *family {
+                    "ptlock" => rep.add(
+                        "kernel-lines",
+                        variant,
+                        t,
+                        sys.name(),
+                        "ptlock_bounce/fault",
+                        per(bounces),
+                    ),
+                    "vmalab" => rep.add(
+                        "kernel-lines",
+                        variant,
+                        t,
+                        sys.name(),
+                        "vmalab_bounce/fault",
+                        per(bounces),
+                    ),
+                    _ => {}
+                }
+            }
+            if let System::Engine(_) = sys {
+                rep.add(
+                    "kernel-lines",
+                    variant,
+                    t,
+                    sys.name(),
+                    "engine_wr/fault",
+                    r.shared_writes,
+                );
+            }
+        }
+    }
+    true
+}
+
 fn main() {
     let o = parse();
     let mut rep = Report::default();
@@ -138,12 +237,23 @@ fn main() {
         o.repeat
     );
 
+    // `--lock-stat`: the kernel-lines section alone (debug kernel); otherwise every
+    // other section.
+    let mut lines_systems = engines.clone();
+    lines_systems.push(System::Memfd);
+    let lock_only = o.lock_stat && kernel_lines(&o, &mut rep, &lines_systems, cpus);
+    let layouts: &[Layout] = if lock_only {
+        &[]
+    } else {
+        &[Layout::Private, Layout::Shared]
+    };
+
     // (a)/(b) x (c): fault loops: stores (->fault) with and without writers, and
     // loads (->map_pages, fault-around) without.
     let period = Duration::from_millis(1);
     let mut invalid: Vec<String> = Vec::new();
     let mut loops = Vec::new();
-    for layout in [Layout::Private, Layout::Shared] {
+    for &layout in layouts {
         for writer in [
             None,
             Some((WriterKind::Churn, period)),
@@ -185,7 +295,7 @@ fn main() {
                         o.repeat
                     );
                     runs[i].push(workloads::fault_loop(
-                        sys, layout, access, t, o.pages, writer,
+                        sys, layout, access, t, o.pages, writer, o.point,
                     ));
                 }
             }
@@ -201,9 +311,24 @@ fn main() {
                     add("invalid", &|_| 1.0);
                     continue;
                 }
+                // A point cut short by its wall-time cap is not the point asked for.
+                if let Some(r) = runs.iter().find(|r| r.short) {
+                    invalid.push(format!(
+                        "{variant} threads={t} {}: short point ({:.0} faults, {:.2} s, {} writer \
+                         ops when --max-secs ran out)",
+                        sys.name(),
+                        r.faults,
+                        r.secs,
+                        r.writer_ops
+                    ));
+                    add("invalid", &|_| 1.0);
+                    continue;
+                }
                 add("faults/s", &|r| r.rate);
                 add("ns/fault", &|r| r.ns_per_fault);
                 add("minflt/touch", &|r| r.minflt_per_touch);
+                add("faults", &|r| r.faults);
+                add("secs", &|r| r.secs);
                 if let System::Engine(_) = sys {
                     add("shared_wr/fault", &|r| r.shared_writes);
                     add("slow_frac", &|r| r.slow_frac);
@@ -224,7 +349,8 @@ fn main() {
         .max()
         .unwrap_or(1)
         .saturating_sub(1);
-    for faulters in [0, busy] {
+    let faulters_list: &[usize] = if lock_only { &[] } else { &[0, busy] };
+    for &faulters in faulters_list {
         let variant = if faulters == 0 {
             "idle".to_string()
         } else {
@@ -258,38 +384,50 @@ fn main() {
         }
     }
 
-    // ebizzy-style.
-    let t = o.threads.iter().copied().max().unwrap_or(1);
+    // ebizzy -m (LTP's algorithm and defaults: 2 x CPUs threads), then the small-chunk
+    // map churn, at the thread count of the fault loops. Repeats interleaved across
+    // systems, as for the fault loops.
     let mut systems: Vec<System> = engines.iter().copied().filter(|s| !is_floor(s)).collect();
     systems.push(System::Mmap);
-    // Repeats interleaved across systems, as for the fault loops.
-    let mut runs: Vec<Vec<workloads::EbizzyRun>> = vec![Vec::new(); systems.len()];
-    for round in 0..o.repeat {
-        for (i, &sys) in systems.iter().enumerate() {
-            eprintln!(
-                "# ebizzy threads={t} {} (round {}/{})",
-                sys.name(),
-                round + 1,
-                o.repeat
-            );
-            let secs = Duration::from_secs_f64(o.ebizzy_secs);
-            runs[i].push(workloads::ebizzy(sys, t, secs));
+    type Workload = fn(System, usize, Duration) -> workloads::EbizzyRun;
+    let churn_threads = o.threads.iter().copied().max().unwrap_or(1);
+    let ebizzies: [(&str, &str, usize, Workload); 2] = [
+        ("ebizzy", "-m", 2 * cpus, workloads::ebizzy_m),
+        (
+            "churn",
+            "small-chunks",
+            churn_threads,
+            workloads::small_chunks,
+        ),
+    ];
+    for (section, variant, t, run) in ebizzies.into_iter().filter(|_| !lock_only) {
+        let mut runs: Vec<Vec<workloads::EbizzyRun>> = vec![Vec::new(); systems.len()];
+        for round in 0..o.repeat {
+            for (i, &sys) in systems.iter().enumerate() {
+                eprintln!(
+                    "# {section} {variant} threads={t} {} (round {}/{})",
+                    sys.name(),
+                    round + 1,
+                    o.repeat
+                );
+                runs[i].push(run(sys, t, Duration::from_secs_f64(o.ebizzy_secs)));
+            }
         }
-    }
-    for (sys, runs) in systems.into_iter().zip(runs) {
-        let mut add = |metric: &'static str, f: &dyn Fn(&workloads::EbizzyRun) -> f64| {
-            let samples = runs.iter().map(f).collect();
-            rep.add_samples("ebizzy", "-m", t, sys.name(), metric, samples);
-        };
-        add("records/s", &|r| r.records);
-        add("user_s", &|r| r.user);
-        add("sys_s", &|r| r.sys);
-        add("minflt", &|r| r.minflt as f64);
-        add("ctx_switches", &|r| r.csw as f64);
+        for (&sys, runs) in systems.iter().zip(runs) {
+            let mut add = |metric: &'static str, f: &dyn Fn(&workloads::EbizzyRun) -> f64| {
+                let samples = runs.iter().map(f).collect();
+                rep.add_samples(section, variant, t, sys.name(), metric, samples);
+            };
+            add("records/s", &|r| r.records);
+            add("user_s", &|r| r.user);
+            add("sys_s", &|r| r.sys);
+            add("minflt", &|r| r.minflt as f64);
+            add("ctx_switches", &|r| r.csw as f64);
+        }
     }
 
     // Memory.
-    for &sys in &engines {
+    for &sys in engines.iter().filter(|_| !lock_only) {
         let (per_region, slab_per_region, per_page) = workloads::memory(sys, 2000);
         rep.add(
             "memory",
@@ -352,6 +490,47 @@ fn main() {
         ),
         ("faults", "slow_frac", "fraction of faults on the slow path"),
         (
+            "kernel-lines",
+            "engine_wr/fault",
+            "the engine's own shared-line writes per fault",
+        ),
+        (
+            "kernel-lines",
+            "vm_lock_acq/fault",
+            "per-VMA lock taken (vma->vm_refcnt: 2 atomic writes, one line per VMA)",
+        ),
+        (
+            "kernel-lines",
+            "ptlock_acq/fault",
+            "PTE-table lock acquisitions (a fault takes it once; zaps add theirs)",
+        ),
+        (
+            "kernel-lines",
+            "ptlock_bounce/fault",
+            "PTE-table lock last taken on another CPU: its line moved",
+        ),
+        (
+            "kernel-lines",
+            "vmalab_acq/fault",
+            "vmalab lock classes taken (rwsem engine: its rw_semaphore)",
+        ),
+        (
+            "kernel-lines",
+            "vmalab_bounce/fault",
+            "vmalab lock last taken on another CPU",
+        ),
+        (
+            "kernel-lines",
+            "mmap_lock_acq/fault",
+            "mmap_lock taken (0: faults stay under the per-VMA lock)",
+        ),
+        (
+            "faults",
+            "faults",
+            "kernel faults per point (points last >= --min-faults or --min-secs)",
+        ),
+        ("faults", "secs", "measured seconds per point"),
+        (
             "faults",
             "faults/touch",
             "engine-counted faults per page touched",
@@ -381,11 +560,21 @@ fn main() {
             "cycles/s",
             "map+touch+split+unmap cycles per second",
         ),
-        ("ebizzy", "records/s", "higher is better"),
+        (
+            "ebizzy",
+            "records/s",
+            "ebizzy -m: 512 KiB mmap+memcpy+bsearch+munmap per record, higher is better",
+        ),
         ("ebizzy", "user_s", "CPU seconds"),
         ("ebizzy", "sys_s", "CPU seconds"),
         ("ebizzy", "minflt", "minor faults"),
         ("ebizzy", "ctx_switches", "voluntary + involuntary"),
+        (
+            "churn",
+            "records/s",
+            "small-chunk map churn (1-32 pages): writer latency bound, higher is better",
+        ),
+        ("churn", "sys_s", "CPU seconds"),
         ("memory", "B/region", "engine-accounted kernel bytes"),
         ("memory", "slab_B/region", "slab growth per region"),
         ("memory", "B/page", "kernel bytes per page beyond the page"),

@@ -89,6 +89,12 @@ pub struct FaultRun {
     /// Measured time per kernel-counted fault, in ns (under icount with 1 vCPU: the
     /// instructions of one fault, all of it: entry, the engine, the install, return).
     pub ns_per_fault: f64,
+    /// Kernel-counted faults in the point.
+    pub faults: f64,
+    /// Measured seconds of the point (the sum of its passes).
+    pub secs: f64,
+    /// The point hit its wall-time cap before it was as long as asked.
+    pub short: bool,
     /// Whether the run measured what it claims (see [`fault_loop`]); an invalid run's
     /// numbers are not reported.
     pub valid: Result<(), String>,
@@ -196,10 +202,28 @@ fn counters(t: &Target) -> [u64; uapi::VMALAB_NR_COUNTERS] {
     })
 }
 
+/// How long a fault-loop point runs: passes over the pages are repeated until the
+/// point has `min_faults` kernel-counted faults or `min_secs` of measured time, and
+/// (with a writer) `min_writer_ops` writer operation pairs — unless `max_secs` of wall
+/// time (zaps between passes included) ran out first; a point cut short by that cap is
+/// reported as such ([`FaultRun::short`]).
+#[derive(Clone, Copy, Debug)]
+pub struct PointLength {
+    /// Faults (kernel `minflt`) a point needs.
+    pub min_faults: u64,
+    /// Or this much measured time.
+    pub min_secs: f64,
+    /// Writer operation pairs a `+writer`/`+split` point needs.
+    pub min_writer_ops: u64,
+    /// Wall-time cap of one point.
+    pub max_secs: f64,
+}
+
 /// Re-faults present pages (the path the engines differ on): `threads` threads write
-/// one word per page, `pages_per_thread` pages each, after the PTEs were zapped.
-/// With `writer`, one extra thread runs a [`WriterKind`] operation pair every period
-/// for the whole run.
+/// (or read) one word per page, `pages_per_thread` pages each, after the PTEs were
+/// zapped; passes are repeated (zap between passes, outside the measured time) until
+/// the point is as long as `len` asks. With `writer`, one extra thread runs a
+/// [`WriterKind`] operation pair every period for the whole run.
 ///
 /// Validity: with stores, every touch must fault exactly once (the kernel's `minflt`,
 /// and for engines their own count, 1.00 per touch within 1%); with loads (fault-around
@@ -215,24 +239,32 @@ pub fn fault_loop(
     threads: usize,
     pages_per_thread: usize,
     writer: Option<(WriterKind, Duration)>,
+    len: PointLength,
 ) -> FaultRun {
-    let len = threads * pages_per_thread * PAGE_SIZE;
+    let bytes = threads * pages_per_thread * PAGE_SIZE;
     // The process's first clock read faults the vDSO's data page in: not inside the
     // measured window (the validity check caught it there).
-    let _ = Instant::now();
-    let t = target(sys, len);
+    let wall = Instant::now();
+    let t = target(sys, bytes);
     touch_all(t.base, t.len);
     zap(t.base, t.len);
     let before = counters(&t);
+    // Per pass: `go` (the main thread has zapped, workers start), `end` (every worker
+    // has finished its touches). Each worker times itself into its slot (the main
+    // thread may be descheduled around the barrier); a pass spans the earliest start
+    // to the latest end, and the point's time is the sum of its passes.
     // `start`: every worker exists (thread creation faults its stack: not ours to
-    // count); then the main thread reads `minflt` and opens `go`; `end`: every worker
-    // has finished its touches, and the main thread reads `minflt` again.
+    // count) before the main thread reads `minflt`.
     let start = Barrier::new(threads + 1);
     let go = Barrier::new(threads + 1);
     let end = Barrier::new(threads + 1);
+    let stop = AtomicBool::new(false);
     let done = AtomicBool::new(false);
     let writer_ops = AtomicU64::new(0);
-    let (dt, minflt) = std::thread::scope(|s| {
+    let spans: Vec<(AtomicU64, AtomicU64)> = (0..threads)
+        .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+        .collect();
+    let (measured, minflt, passes, short) = std::thread::scope(|s| {
         if let Some((kind, period)) = writer {
             let (done, writer_ops, dev) = (&done, &writer_ops, t.dev.as_ref());
             // The split writer's page: just past the faulted pages, same region.
@@ -269,18 +301,13 @@ pub fn fault_loop(
                 }
             });
         }
-        // Each worker times itself (the main thread may be descheduled around the
-        // barrier); the run spans the earliest start to the latest end.
+        let epoch = Instant::now();
         let workers: Vec<_> = (0..threads)
             .map(|i| {
-                let (t, start, go, end) = (&t, &start, &go, &end);
+                let (t, start, go, end, stop) = (&t, &start, &go, &end, &stop);
+                let slot = &spans[i];
                 s.spawn(move || {
                     start.wait();
-                    go.wait();
-                    let t0 = Instant::now();
-                    // Nothing in the measured window may allocate: a thread's first
-                    // malloc maps its arena, faults the kernel counts but we did not
-                    // ask for.
                     let (first, step) = match layout {
                         // Own slice: contiguous pages.
                         Layout::Private => (i * pages_per_thread, 1),
@@ -288,42 +315,69 @@ pub fn fault_loop(
                         // different threads (shared PTE tables, shared region).
                         Layout::Shared => (i, threads),
                     };
-                    let mut sum = 0u64;
-                    for k in 0..pages_per_thread {
-                        let p = first + k * step;
-                        let w = t.base.wrapping_add(p * PAGE_SIZE).cast::<u64>();
-                        match access {
-                            // SAFETY: Inside the target mapping.
-                            Access::Write => unsafe { w.write_volatile(p as u64) },
-                            // SAFETY: As above.
-                            Access::Read => sum = sum.wrapping_add(unsafe { w.read_volatile() }),
+                    loop {
+                        go.wait();
+                        if stop.load(Relaxed) {
+                            break;
                         }
+                        // Nothing between `go` and `end` may allocate or fault on
+                        // its own: a thread's first malloc maps its arena, faults
+                        // the kernel counts but we did not ask for.
+                        let t0 = epoch.elapsed().as_nanos() as u64;
+                        let mut sum = 0u64;
+                        for k in 0..pages_per_thread {
+                            let p = first + k * step;
+                            let w = t.base.wrapping_add(p * PAGE_SIZE).cast::<u64>();
+                            match access {
+                                // SAFETY: Inside the target mapping.
+                                Access::Write => unsafe { w.write_volatile(p as u64) },
+                                // SAFETY: As above.
+                                Access::Read => {
+                                    sum = sum.wrapping_add(unsafe { w.read_volatile() })
+                                }
+                            }
+                        }
+                        std::hint::black_box(sum);
+                        slot.0.store(t0, Relaxed);
+                        slot.1.store(epoch.elapsed().as_nanos() as u64, Relaxed);
+                        end.wait();
                     }
-                    std::hint::black_box(sum);
-                    let t1 = Instant::now();
-                    end.wait();
-                    (t0, t1)
                 })
             })
             .collect();
         start.wait();
         let minflt_before = rusage().ru_minflt;
+        let (mut measured, mut passes) = (0u64, 0u64);
+        let (short, minflt) = loop {
+            go.wait();
+            end.wait();
+            passes += 1;
+            let first = spans.iter().map(|s| s.0.load(Relaxed)).min().unwrap_or(0);
+            let last = spans.iter().map(|s| s.1.load(Relaxed)).max().unwrap_or(0);
+            measured += last - first;
+            zap(t.base, t.len);
+            let faults = (rusage().ru_minflt - minflt_before) as u64;
+            let long_enough = faults >= len.min_faults || measured as f64 >= len.min_secs * 1e9;
+            let writer_done = writer.is_none() || writer_ops.load(Relaxed) >= len.min_writer_ops;
+            if long_enough && writer_done {
+                break (false, faults.max(1) as f64);
+            }
+            if wall.elapsed().as_secs_f64() >= len.max_secs {
+                break (true, faults.max(1) as f64);
+            }
+        };
+        stop.store(true, Relaxed);
         go.wait();
-        end.wait();
-        let minflt = (rusage().ru_minflt - minflt_before).max(1) as f64;
-        let spans: Vec<(Instant, Instant)> = workers
-            .into_iter()
-            .map(|w| w.join().expect("worker"))
-            .collect();
+        for w in workers {
+            w.join().expect("worker");
+        }
         done.store(true, Relaxed);
-        let first = spans.iter().map(|s| s.0).min().expect("threads > 0");
-        let last = spans.iter().map(|s| s.1).max().expect("threads > 0");
-        (last - first, minflt)
+        (measured.max(1), minflt, passes, short)
     });
     let after = counters(&t);
     let d = |k: usize| after[k] - before[k];
     let faults = (d(uapi::VMALAB_CTR_FAULT_FAST) + d(uapi::VMALAB_CTR_FAULT_SLOW)).max(1);
-    let touched = (threads * pages_per_thread) as f64;
+    let touched = (passes as usize * threads * pages_per_thread) as f64;
     let engine = t.dev.is_some();
     let ops = writer_ops.load(Relaxed) as f64;
     let near = |x: f64, want: f64| (x - want).abs() <= want * 0.01 + ops;
@@ -348,14 +402,18 @@ pub fn fault_loop(
         }
         _ => Ok(()),
     };
+    let secs = measured as f64 / 1e9;
     FaultRun {
-        rate: touched / dt.as_secs_f64(),
+        rate: touched / secs,
         shared_writes: d(uapi::VMALAB_CTR_SHARED_WRITES) as f64 / faults as f64,
         slow_frac: d(uapi::VMALAB_CTR_FAULT_SLOW) as f64 / faults as f64,
         writer_ops: writer_ops.load(Relaxed),
         faults_per_touch: faults as f64 / touched,
         minflt_per_touch: minflt / touched,
-        ns_per_fault: dt.as_nanos() as f64 / minflt,
+        ns_per_fault: measured as f64 / minflt,
+        faults: minflt,
+        secs,
+        short,
         valid,
     }
 }
@@ -479,7 +537,7 @@ fn mmap_latency(n: usize, pages: usize) -> WriterRun {
     }
 }
 
-/// One ebizzy-style run.
+/// One ebizzy run ([`ebizzy_m`] or [`small_chunks`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct EbizzyRun {
     /// Records (allocate + fill + search + free cycles) per second.
@@ -492,6 +550,19 @@ pub struct EbizzyRun {
     pub minflt: u64,
     /// Context switches (voluntary + involuntary) during the run.
     pub csw: u64,
+}
+
+impl EbizzyRun {
+    /// `records` in `dt` seconds, with the process's usage before and after.
+    fn new(records: u64, dt: f64, r0: &libc::rusage, r1: &libc::rusage) -> Self {
+        EbizzyRun {
+            records: records as f64 / dt,
+            user: secs(r1.ru_utime) - secs(r0.ru_utime),
+            sys: secs(r1.ru_stime) - secs(r0.ru_stime),
+            minflt: (r1.ru_minflt - r0.ru_minflt) as u64,
+            csw: ((r1.ru_nvcsw + r1.ru_nivcsw) - (r0.ru_nvcsw + r0.ru_nivcsw)) as u64,
+        }
+    }
 }
 
 fn rusage() -> libc::rusage {
@@ -507,10 +578,127 @@ fn secs(t: libc::timeval) -> f64 {
     t.tv_sec as f64 + t.tv_usec as f64 / 1e6
 }
 
-/// ebizzy `-m` with arena regions: each thread repeatedly allocates a chunk of 1..=32
-/// pages (a region; `mmap` for the `mmap` reference), fills it, searches it for a
-/// key, and frees it, for `duration`.
-pub fn ebizzy(sys: System, threads: usize, duration: Duration) -> EbizzyRun {
+/// ebizzy's `-m` defaults (LTP `utils/benchmark/ebizzy-0.3/ebizzy.c`): 10 chunks of
+/// 64 Ki records of 8 bytes (512 KiB).
+pub const EBIZZY_CHUNKS: usize = 10;
+/// Records per chunk.
+pub const EBIZZY_RECORDS: usize = 64 * 1024;
+/// Bytes per chunk.
+pub const EBIZZY_CHUNK_SIZE: usize = EBIZZY_RECORDS * 8;
+
+/// ebizzy `-m`, LTP's algorithm with arena regions: `chunks` source chunks of
+/// `EBIZZY_RECORDS` records (`mem[i][j] = j`) are allocated and filled once; then each
+/// thread, per record: picks a random source chunk, allocates a fresh chunk-sized
+/// mapping (a MAP; the reference: anonymous `mmap`), `memcpy`s the source into it
+/// (every page faults once), binary-searches it for a random key (which must be
+/// found), and frees it (an UNMAP / `munmap`) — for `duration`. Records/s, user and
+/// sys time as ebizzy reports them. (LTP's `rand_num` multiplies its state, which
+/// starts at 0, so real ebizzy always copies chunk 0 and searches key 0; here the
+/// generator is the LCG it meant, so chunk and key vary. The mapping cost, which is
+/// what this measures, is the same.)
+pub fn ebizzy_m(sys: System, threads: usize, duration: Duration) -> EbizzyRun {
+    let arena_size = ((EBIZZY_CHUNKS + threads + 1) * EBIZZY_CHUNK_SIZE).next_power_of_two();
+    let dev = match sys {
+        System::Engine(e) => Some(Device::with_engine(e, arena_size).expect("open")),
+        _ => None,
+    };
+    // The arena is mapped after the source chunks (placement needs no arena).
+    let src_offs: Vec<usize> = match &dev {
+        Some(d) => (0..EBIZZY_CHUNKS)
+            .map(|_| d.map(EBIZZY_CHUNK_SIZE).expect("map a source chunk"))
+            .collect(),
+        None => Vec::new(),
+    };
+    let arena = dev
+        .as_ref()
+        .map(|d| d.mmap_arena(arena_size).expect("mmap"));
+    let alloc = |off_out: &mut usize| -> *mut u8 {
+        match (dev.as_ref(), arena.as_ref()) {
+            (Some(d), Some(a)) => {
+                *off_out = d.map(EBIZZY_CHUNK_SIZE).expect("map a record chunk");
+                a.at(*off_out)
+            }
+            _ => anon_mmap(EBIZZY_CHUNK_SIZE),
+        }
+    };
+    let free = |p: *mut u8, off: usize| match dev.as_ref() {
+        Some(d) => d
+            .unmap(off, EBIZZY_CHUNK_SIZE)
+            .expect("unmap a record chunk"),
+        None => anon_munmap(p, EBIZZY_CHUNK_SIZE),
+    };
+    // Source chunks, written once (ebizzy's write_pattern).
+    let srcs: Vec<usize> = (0..EBIZZY_CHUNKS)
+        .map(|i| {
+            let p = match (&arena, src_offs.get(i)) {
+                (Some(a), Some(&off)) => a.at(off),
+                _ => anon_mmap(EBIZZY_CHUNK_SIZE),
+            };
+            // SAFETY: A fresh mapping of one chunk, owned here.
+            let chunk = unsafe { std::slice::from_raw_parts_mut(p.cast::<u64>(), EBIZZY_RECORDS) };
+            for (j, r) in chunk.iter_mut().enumerate() {
+                *r = j as u64;
+            }
+            p as usize
+        })
+        .collect();
+    let records = AtomicU64::new(0);
+    let r0 = rusage();
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (records, srcs, alloc, free) = (&records, &srcs, &alloc, &free);
+            s.spawn(move || {
+                let mut state = t as u32 + 1;
+                let mut rand = |max: usize| {
+                    state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (state / 65536) as usize % max
+                };
+                let mut n = 0;
+                while t0.elapsed() < duration {
+                    let src = srcs[rand(EBIZZY_CHUNKS)] as *const u64;
+                    let mut off = 0;
+                    let copy = alloc(&mut off).cast::<u64>();
+                    // SAFETY: `src` is a filled source chunk nobody writes any more,
+                    // `copy` a fresh chunk-sized mapping owned by this thread.
+                    let recs = unsafe {
+                        std::ptr::copy_nonoverlapping(src, copy, EBIZZY_RECORDS);
+                        std::slice::from_raw_parts(copy, EBIZZY_RECORDS)
+                    };
+                    let key = rand(EBIZZY_RECORDS) as u64;
+                    let found = recs.binary_search(&key);
+                    if found.is_err() {
+                        // A copy of `mem[i][j] = j` that is not sorted: the data is
+                        // wrong (this is also a check of the engine).
+                        let bad = recs.iter().enumerate().find(|&(j, &r)| r != j as u64);
+                        panic!(
+                            "ebizzy {}: key {key} not found; first wrong record {bad:?} \
+                             of the copy at arena offset {off:#x}",
+                            sys.name()
+                        );
+                    }
+                    free(copy.cast(), off);
+                    n += 1;
+                }
+                records.fetch_add(n, Relaxed);
+            });
+        }
+    });
+    let dt = t0.elapsed().as_secs_f64();
+    let r1 = rusage();
+    if dev.is_none() {
+        for &p in &srcs {
+            anon_munmap(p as *mut u8, EBIZZY_CHUNK_SIZE);
+        }
+    }
+    EbizzyRun::new(records.load(Relaxed), dt, &r0, &r1)
+}
+
+/// Small-chunk map churn (what this benchmark called "ebizzy-style" before it had
+/// [`ebizzy_m`]; it is bound by writer latency, not by faults): each thread repeatedly
+/// maps a region of 1..=32 pages (`mmap` for the reference), fills it, searches it
+/// linearly for a key, and unmaps it, for `duration`.
+pub fn small_chunks(sys: System, threads: usize, duration: Duration) -> EbizzyRun {
     let arena_size = 256 << 20;
     let dev = match sys {
         System::Engine(e) => Some(Device::with_engine(e, arena_size).expect("open")),
@@ -562,13 +750,7 @@ pub fn ebizzy(sys: System, threads: usize, duration: Duration) -> EbizzyRun {
     });
     let dt = t0.elapsed().as_secs_f64();
     let r1 = rusage();
-    EbizzyRun {
-        records: records.load(Relaxed) as f64 / dt,
-        user: secs(r1.ru_utime) - secs(r0.ru_utime),
-        sys: secs(r1.ru_stime) - secs(r0.ru_stime),
-        minflt: (r1.ru_minflt - r0.ru_minflt) as u64,
-        csw: ((r1.ru_nvcsw + r1.ru_nivcsw) - (r0.ru_nvcsw + r0.ru_nivcsw)) as u64,
-    }
+    EbizzyRun::new(records.load(Relaxed), dt, &r0, &r1)
 }
 
 /// Kernel memory per region and per mapped page: (engine-reported bytes per region,
@@ -607,4 +789,60 @@ pub fn memory(sys: System, regions: usize) -> (f64, f64, f64) {
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// Lock statistics of one lock class family, summed over its classes and read/write
+/// lines: (acquisitions, acquisitions that bounced: the lock was last taken on
+/// another CPU, i.e. its cache line moved).
+pub type LockStat = (u64, u64);
+
+/// The kernel's lock classes a fault can write, by the name `/proc/lock_stat` gives
+/// them (7.3): the per-VMA lock (`vma->vm_refcnt`, acquired through lockdep only, so
+/// lock_stat counts its acquisitions but not its bounces), the split PTE lock of the
+/// PTE table, `mmap_lock`, and vmalab's own classes (the `rwsem` engine's lock).
+pub const LOCK_CLASSES: [(&str, &str); 4] = [
+    ("vm_lock", "vm_lock"),
+    ("ptlock", "ptlock_ptr(ptdesc)"),
+    ("mmap_lock", "&mm->mmap_lock"),
+    ("vmalab", "vmalab"),
+];
+
+/// Reads `/proc/lock_stat` (debug kernel: `CONFIG_LOCK_STAT`) after switching lock
+/// statistics on; one entry per [`LOCK_CLASSES`] family. `None` without lock_stat.
+pub fn lock_stat() -> Option<Vec<LockStat>> {
+    std::fs::write("/proc/sys/kernel/lock_stat", "1").ok()?;
+    let text = std::fs::read_to_string("/proc/lock_stat").ok()?;
+    let mut out = vec![(0, 0); LOCK_CLASSES.len()];
+    for line in text.lines() {
+        let Some((name, rest)) = line.split_once(':') else {
+            continue;
+        };
+        // "name", "name-R", "name-W", with "#version" and "/subclass" suffixes.
+        let name = name.trim();
+        let base = name
+            .strip_suffix("-R")
+            .or_else(|| name.strip_suffix("-W"))
+            .unwrap_or(name);
+        let base = base.split(['#', '/']).next().unwrap_or(base);
+        let Some(i) = LOCK_CLASSES.iter().position(|(family, class)| {
+            base == *class || (*family == "vmalab" && base.starts_with("vmalab"))
+        }) else {
+            continue;
+        };
+        // con-bounces contentions waittime(min max total avg) acq-bounces acquisitions …
+        let v: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        if v.len() > 7 {
+            out[i].0 += v[7];
+            out[i].1 += v[6];
+        }
+    }
+    Some(out)
+}
+
+/// Clears the lock statistics (writing `0` to `/proc/lock_stat`).
+pub fn lock_stat_clear() {
+    let _ = std::fs::write("/proc/lock_stat", "0");
 }
