@@ -12,4 +12,5 @@
 pub(crate) mod hold;
 pub(crate) mod rcu_fault;
 pub(crate) mod reclaim;
+pub(crate) mod retire;
 pub(crate) mod writer;

@@ -14,16 +14,10 @@
 //! arena of at most `VMALAB_MAX_ARENA_SIZE` (`EINVAL`). Everything a user makes the
 //! module allocate is charged to the user's memory cgroup (`GFP_KERNEL_ACCOUNT`).
 //!
-//! Retiring ranges: from its publish until its free, a writer operation that took
-//! regions out has their range on the `retiring` list — the old regions' PTEs may
-//! still exist there (and, for `rcu`, faults in flight may still install some) until
-//! its quiesce and zap are done. A writer waits, before it publishes, until no
-//! retiring range overlaps its own (a MAP placed anywhere: until the list is empty,
-//! its range is not known before the engine places it); otherwise a MAP placed there
-//! would hand out a range whose stores go through the old PTEs to the old pages, and
-//! lose them at the old zap (found by the ebizzy benchmark; test
-//! `map_reuses_unmapped_range`). The kernel's `munmap` has the same rule: `mmap_lock`
-//! excludes every other `mmap` until the unmap's zap is done.
+//! Every writer also follows `protocol/retire.rs`: from its publish until its free,
+//! the range it took regions out of is on the `retiring` list, and a writer whose
+//! range conflicts with one there waits before it publishes (test
+//! `map_reuses_unmapped_range`).
 //!
 //! Lock order (see also `engine.rs`): `mmap_lock` → `setup` (taken by `mmap`, which
 //! runs under `mmap_lock`) → engine creation; `setup` is never held while taking
@@ -37,7 +31,10 @@
 use crate::{
     backing::Backing,
     engine::{self, Budget, Engine, Unpublished},
-    protocol::writer::{self, Writer, Zap},
+    protocol::{
+        retire::{self, RetireList, Retiring, Span},
+        writer::{self, Writer, Zap},
+    },
     region::{push_reserved, Change, Placement, Plan, Prot, Region},
     stats::Stats,
     uapi,
@@ -51,7 +48,7 @@ use kernel::{
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
-        Arc, ArcBorrow, CondVar, Mutex, SetOnce,
+        Arc, ArcBorrow, CondVar, Mutex, MutexGuard, SetOnce,
     },
     time::{Instant, Monotonic},
 };
@@ -94,8 +91,8 @@ pub(crate) struct Space {
     /// once no arena VMA is left.
     #[pin]
     graveyard: Mutex<KVec<(usize, Arc<Region>)>>,
-    /// Page ranges of writer operations between their publish and their free (see
-    /// the module docs).
+    /// Page ranges of writer operations between their publish and their free
+    /// (`protocol/retire.rs`).
     #[pin]
     retiring: Mutex<KVec<(usize, usize)>>,
     /// Signalled when a range leaves `retiring`.
@@ -122,16 +119,52 @@ struct WriterOp<'a> {
     retiring: Option<(usize, usize)>,
 }
 
-/// Whether `change` must wait for a running writer operation on `[lo, hi)`.
-fn must_wait(change: &Change, (lo, hi): (usize, usize)) -> bool {
-    let overlaps = |s: usize, e: usize| s < hi && lo < e;
+/// The pages `change` works on, as far as they are known before the publish.
+fn span_of(change: &Change) -> Span {
     match *change {
-        // Its range is chosen by the engine: wait for every running operation.
-        Change::Map(_, Placement::Any) => true,
+        Change::Map(_, Placement::Any) => Span::Anywhere,
         Change::Map(ref r, Placement::Fixed(s) | Placement::Replace(s)) => {
-            overlaps(s, s.saturating_add(r.npages()))
+            Span::At(s, s.saturating_add(r.npages()))
         }
-        Change::Unmap(s, e) | Change::Protect(s, e, _) => overlaps(s, e),
+        Change::Unmap(s, e) | Change::Protect(s, e, _) => Span::At(s, e),
+    }
+}
+
+/// The space's retiring list (`protocol/retire.rs`).
+impl RetireList for Space {
+    type Locked<'a> = MutexGuard<'a, KVec<(usize, usize)>>;
+
+    fn lock(&self) -> Self::Locked<'_> {
+        self.retiring.lock()
+    }
+
+    fn wait(&self, locked: &mut Self::Locked<'_>) {
+        self.retired.wait(locked);
+    }
+
+    fn notify_all(&self) {
+        self.retired.notify_all();
+    }
+}
+
+impl Retiring for MutexGuard<'_, KVec<(usize, usize)>> {
+    fn any(&self, f: &dyn Fn((usize, usize)) -> bool) -> bool {
+        self.iter().any(|&r| f(r))
+    }
+
+    fn reserve_one(&mut self) -> bool {
+        self.reserve(1, GFP_KERNEL).is_ok()
+    }
+
+    fn push(&mut self, range: (usize, usize)) {
+        // Cannot fail: `reserve_one` made room, under the same lock.
+        let _ = self.push_within_capacity(range);
+    }
+
+    fn remove(&mut self, range: (usize, usize)) {
+        if let Some(i) = self.iter().position(|&r| r == range) {
+            let _ = KVec::remove(self, i);
+        }
     }
 }
 
@@ -179,22 +212,14 @@ impl Writer for WriterOp<'_> {
     fn publish(&mut self) -> Result<Unpublished> {
         let change = self.change.take().ok_or(EINVAL)?;
         let is_map = matches!(change, Change::Map(..));
-        let mut retiring = self.space.retiring.lock();
-        if self.mutants & uapi::VMALAB_MUTANT_SKIP_RETIRE_WAIT == 0 {
-            while retiring.iter().any(|&r| must_wait(&change, r)) {
-                self.space.retired.wait(&mut retiring);
-            }
-        }
-        // Room for our own range, before anything changes.
-        retiring.reserve(1, GFP_KERNEL)?;
-        let out = self.engine.publish(change, self.space, &self.space.stats)?;
-        if !out.regions.is_empty() {
-            let range = (out.start, out.end);
-            if retiring.push_within_capacity(range).is_ok() {
-                self.retiring = Some(range);
-            }
-        }
-        drop(retiring);
+        let skip_wait = self.mutants & uapi::VMALAB_MUTANT_SKIP_RETIRE_WAIT != 0;
+        let (out, retiring) =
+            retire::publish(self.space, span_of(&change), skip_wait, ENOMEM, || {
+                let out = self.engine.publish(change, self.space, &self.space.stats)?;
+                let range = (!out.regions.is_empty()).then_some((out.start, out.end));
+                Ok((out, range))
+            })?;
+        self.retiring = retiring;
         if is_map && !out.regions.is_empty() {
             let n = out.regions.len() as u64;
             self.space.stats.add(uapi::VMALAB_CTR_REPLACED, n);
@@ -215,14 +240,7 @@ impl Writer for WriterOp<'_> {
 
     fn free(&mut self, unpublished: Unpublished) {
         self.space.free_unpublished(unpublished, self.mutants);
-        if let Some(range) = self.retiring.take() {
-            let mut retiring = self.space.retiring.lock();
-            if let Some(i) = retiring.iter().position(|&r| r == range) {
-                let _ = retiring.remove(i);
-            }
-            drop(retiring);
-            self.space.retired.notify_all();
-        }
+        retire::finish(self.space, self.retiring.take());
     }
 }
 

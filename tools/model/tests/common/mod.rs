@@ -12,6 +12,8 @@ pub mod hold;
 pub mod rcu_fault;
 #[path = "../../../../rust/protocol/reclaim.rs"]
 pub mod reclaim;
+#[path = "../../../../rust/protocol/retire.rs"]
+pub mod retire;
 #[path = "../../../../rust/protocol/writer.rs"]
 pub mod writer;
 
@@ -151,6 +153,11 @@ impl Mm {
             "a fault installed a PTE to a freed page"
         );
         *pte = region;
+    }
+
+    /// What the PTE maps (a store through it lands in that region's page).
+    pub fn pte(&self) -> u32 {
+        *self.pte.lock().unwrap()
     }
 
     /// The writer's zap of the range.

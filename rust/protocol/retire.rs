@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Retiring ranges, for every engine (`space.rs` runs it around step 1 and after
+//! step 4 of `writer.rs`).
+//!
+//! From its publish until its free, a writer operation that took regions out keeps
+//! their range on the space's *retiring* list: the old regions' PTEs may still exist
+//! there until its zap (and for `rcu`, faults in flight may still install some until
+//! its quiesce). The rule:
+//!
+//! - [`publish`]: under the list's lock, a writer waits until no retiring range
+//!   conflicts with its own ([`must_wait`]: overlaps it; a MAP placed anywhere, whose
+//!   range the engine chooses, conflicts with every one), then publishes and puts
+//!   the range it took out on the list — check, publish and entry under one lock, so
+//!   no other writer's check falls between them;
+//! - [`finish`]: after step 4, the range leaves the list and the waiters are woken.
+//!
+//! Without it a MAP could be placed where an UNMAP had published but not yet zapped:
+//! the new region's stores went through the old PTEs into the old pages and vanished
+//! at the old zap (found by the benchmark's ebizzy, issue 10). The kernel has the same
+//! rule: `munmap` keeps `mmap_lock` from every other `mmap` until its zap is done.
+//!
+//! Compiled into the module and into `tools/model` (`tests/retire.rs`), which checks
+//! that a store into a freshly mapped region never lands in an old region's page, and
+//! that the mutant without the wait is caught.
+
+/// The pages a writer operation works on, as far as they are known before it
+/// publishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Span {
+    /// A MAP the engine places: not known before the publish.
+    Anywhere,
+    /// Pages `[start, end)`.
+    At(usize, usize),
+}
+
+/// Whether a writer operation on `span` must wait for a running one retiring
+/// `[lo, hi)`.
+pub(crate) fn must_wait(span: Span, (lo, hi): (usize, usize)) -> bool {
+    match span {
+        Span::Anywhere => true,
+        Span::At(start, end) => start < hi && lo < end,
+    }
+}
+
+/// The retiring list, with its lock and its wait queue.
+pub(crate) trait RetireList {
+    /// The list, locked.
+    type Locked<'a>: Retiring
+    where
+        Self: 'a;
+    /// Locks the list.
+    fn lock(&self) -> Self::Locked<'_>;
+    /// Sleeps until [`RetireList::notify_all`], the lock released meanwhile.
+    fn wait(&self, locked: &mut Self::Locked<'_>);
+    /// Wakes every waiter.
+    fn notify_all(&self);
+}
+
+/// The locked list.
+pub(crate) trait Retiring {
+    /// Whether any range on the list satisfies `f`.
+    fn any(&self, f: &dyn Fn((usize, usize)) -> bool) -> bool;
+    /// Makes room for one more range; `false` if out of memory.
+    fn reserve_one(&mut self) -> bool;
+    /// Adds a range, in the room [`Retiring::reserve_one`] made.
+    fn push(&mut self, range: (usize, usize));
+    /// Removes one entry equal to `range`.
+    fn remove(&mut self, range: (usize, usize));
+}
+
+/// Writer step 1 under the rule: waits (unless `skip_wait`, the test mutant) until no
+/// retiring range conflicts with `span`, then runs `publish`, which returns its output
+/// and the range it took regions out of (if any); that range goes on the list.
+/// Returns the output and the range to hand to [`finish`]. `enomem` is the error when
+/// the list cannot grow (nothing was published then).
+pub(crate) fn publish<L: RetireList, T, E>(
+    list: &L,
+    span: Span,
+    skip_wait: bool,
+    enomem: E,
+    publish: impl FnOnce() -> Result<(T, Option<(usize, usize)>), E>,
+) -> Result<(T, Option<(usize, usize)>), E> {
+    let mut locked = list.lock();
+    if !skip_wait {
+        while locked.any(&|r| must_wait(span, r)) {
+            list.wait(&mut locked);
+        }
+    }
+    if !locked.reserve_one() {
+        return Err(enomem);
+    }
+    let (out, range) = publish()?;
+    if let Some(r) = range {
+        locked.push(r);
+    }
+    Ok((out, range))
+}
+
+/// After writer step 4: `range` (from [`publish`]) leaves the list; waiters wake.
+pub(crate) fn finish<L: RetireList>(list: &L, range: Option<(usize, usize)>) {
+    if let Some(r) = range {
+        list.lock().remove(r);
+        list.notify_all();
+    }
+}
