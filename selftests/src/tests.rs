@@ -747,8 +747,17 @@ fn map_reuse_loop(ctx: &Ctx, mutants: u32, pages: usize) -> Result<(u64, Vec<Str
     let t0 = std::time::Instant::now();
     on_threads(ctx.threads, |t, _| {
         let mut i = 0u64;
-        // At least 50 cycles per thread; more while under 3 s, up to 400.
-        while i < 50 || (i < 400 && t0.elapsed().as_secs_f64() < 3.0) {
+        // At least 50 cycles per thread; more while under 3 s, up to 400. A mutant
+        // runs until it is caught, for up to 10 s.
+        let (most, secs) = if mutants != 0 {
+            (u64::MAX, 10.0)
+        } else {
+            (400, 3.0)
+        };
+        while i < 50 || (i < most && t0.elapsed().as_secs_f64() < secs) {
+            if mutants != 0 && !wrong.lock().expect("lock").is_empty() {
+                break;
+            }
             let off = dev
                 .map(len)
                 .map_err(|e| format!("map: {}", errno_name(e)))?;
