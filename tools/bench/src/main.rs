@@ -28,7 +28,8 @@
 //! ```text
 //! vmalab-bench [--threads 1,2,4] [--repeat N] [--pages N] [--engine NAME]...
 //!              [--ebizzy-secs S] [--min-faults N] [--min-secs S] [--min-writer-ops N]
-//!              [--max-secs S] [--writer-ops N] [--out DIR] [--smoke]
+//!              [--max-secs S] [--writer-ops N] [--sections LIST] [--lock-stat]
+//!              [--out DIR] [--smoke]
 //! ```
 
 mod report;
@@ -47,8 +48,19 @@ struct Opts {
     out: Option<PathBuf>,
     writer_ops: usize,
     point: workloads::PointLength,
-    lock_stat: bool,
+    /// Sections to run (`--sections`; `--lock-stat` is `--sections kernel-lines`).
+    sections: Vec<String>,
 }
+
+/// Every section, in run order; all but `kernel-lines` run by default.
+const SECTIONS: [&str; 6] = [
+    "kernel-lines",
+    "faults",
+    "writer",
+    "ebizzy",
+    "churn",
+    "memory",
+];
 
 fn parse() -> Opts {
     let mut o = Opts {
@@ -65,12 +77,12 @@ fn parse() -> Opts {
             min_writer_ops: 1000,
             max_secs: 60.0,
         },
-        lock_stat: false,
+        sections: SECTIONS[1..].iter().map(|s| s.to_string()).collect(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--lock-stat" {
-            o.lock_stat = true;
+            o.sections = vec!["kernel-lines".into()];
             continue;
         }
         if a == "--smoke" {
@@ -104,6 +116,12 @@ fn parse() -> Opts {
             "--min-writer-ops" => o.point.min_writer_ops = v.parse().expect("operations"),
             "--max-secs" => o.point.max_secs = v.parse().expect("seconds"),
             "--writer-ops" => o.writer_ops = v.parse().expect("operations"),
+            "--sections" => {
+                o.sections = v.split(',').map(str::to_string).collect();
+                if let Some(bad) = o.sections.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
+                    panic!("unknown section {bad} (sections: {})", SECTIONS.join(","));
+                }
+            }
             "--out" => o.out = Some(PathBuf::from(v)),
             "--engine" => o
                 .engines
@@ -161,10 +179,10 @@ fn aa_control(rep: &Report) -> (f64, String) {
 /// across CPUs (spinlocks, rwsems; not the per-VMA lock, which is taken through its
 /// reference count) the acquisitions that found the lock last taken on another CPU:
 /// cache-line transfers.
-fn kernel_lines(o: &Opts, rep: &mut Report, systems: &[System], cpus: usize) -> bool {
+fn kernel_lines(o: &Opts, rep: &mut Report, systems: &[System], cpus: usize) {
     if workloads::lock_stat().is_none() {
         eprintln!("# kernel-lines: no /proc/lock_stat (not the debug kernel): skipped");
-        return false;
+        return;
     }
     let t = cpus.max(2);
     for layout in [Layout::Private, Layout::Shared] {
@@ -219,7 +237,6 @@ fn kernel_lines(o: &Opts, rep: &mut Report, systems: &[System], cpus: usize) -> 
             }
         }
     }
-    true
 }
 
 fn main() {
@@ -241,11 +258,14 @@ fn main() {
     // other section.
     let mut lines_systems = engines.clone();
     lines_systems.push(System::Memfd);
-    let lock_only = o.lock_stat && kernel_lines(&o, &mut rep, &lines_systems, cpus);
-    let layouts: &[Layout] = if lock_only {
-        &[]
-    } else {
+    let run = |section: &str| o.sections.iter().any(|s| s == section);
+    if run("kernel-lines") {
+        kernel_lines(&o, &mut rep, &lines_systems, cpus);
+    }
+    let layouts: &[Layout] = if run("faults") {
         &[Layout::Private, Layout::Shared]
+    } else {
+        &[]
     };
 
     // (a)/(b) x (c): fault loops: stores (->fault) with and without writers, and
@@ -349,7 +369,7 @@ fn main() {
         .max()
         .unwrap_or(1)
         .saturating_sub(1);
-    let faulters_list: &[usize] = if lock_only { &[] } else { &[0, busy] };
+    let faulters_list: &[usize] = if run("writer") { &[0, busy] } else { &[] };
     for &faulters in faulters_list {
         let variant = if faulters == 0 {
             "idle".to_string()
@@ -400,7 +420,7 @@ fn main() {
             workloads::small_chunks,
         ),
     ];
-    for (section, variant, t, run) in ebizzies.into_iter().filter(|_| !lock_only) {
+    for (section, variant, t, workload) in ebizzies.into_iter().filter(|e| run(e.0)) {
         let mut runs: Vec<Vec<workloads::EbizzyRun>> = vec![Vec::new(); systems.len()];
         for round in 0..o.repeat {
             for (i, &sys) in systems.iter().enumerate() {
@@ -410,7 +430,7 @@ fn main() {
                     round + 1,
                     o.repeat
                 );
-                runs[i].push(run(sys, t, Duration::from_secs_f64(o.ebizzy_secs)));
+                runs[i].push(workload(sys, t, Duration::from_secs_f64(o.ebizzy_secs)));
             }
         }
         for (&sys, runs) in systems.iter().zip(runs) {
@@ -427,7 +447,7 @@ fn main() {
     }
 
     // Memory.
-    for &sys in engines.iter().filter(|_| !lock_only) {
+    for &sys in engines.iter().filter(|_| run("memory")) {
         let (per_region, slab_per_region, per_page) = workloads::memory(sys, 2000);
         rep.add(
             "memory",
