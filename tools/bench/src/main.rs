@@ -155,7 +155,8 @@ fn aa_control(rep: &Report) -> (f64, String) {
         }
     }
     let verdict = if cells == 0 {
-        "A/A control (rcu vs rcu+exp): not measured (both engines are needed)".to_string()
+        "A/A control (rcu vs rcu+exp): not measured (it needs the faults section and both engines)"
+            .to_string()
     } else {
         format!(
             "A/A control: rcu vs rcu+exp (same fault path), writer-free faults/s in {cells} \
