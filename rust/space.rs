@@ -32,7 +32,7 @@ use crate::{
     backing::Backing,
     engine::{self, Budget, Engine, Unpublished},
     protocol::{
-        retire::{self, RetireList, Retiring, Span},
+        retire::{self, Refused, RetireList, Retiring, Span},
         writer::{self, Writer, Zap},
     },
     region::{push_reserved, Change, Placement, Plan, Prot, Region},
@@ -138,8 +138,8 @@ impl RetireList for Space {
         self.retiring.lock()
     }
 
-    fn wait(&self, locked: &mut Self::Locked<'_>) {
-        self.retired.wait(locked);
+    fn wait(&self, locked: &mut Self::Locked<'_>) -> bool {
+        self.retired.wait_interruptible(locked)
     }
 
     fn notify_all(&self) {
@@ -213,8 +213,13 @@ impl Writer for WriterOp<'_> {
         let change = self.change.take().ok_or(EINVAL)?;
         let is_map = matches!(change, Change::Map(..));
         let skip_wait = self.mutants & uapi::VMALAB_MUTANT_SKIP_RETIRE_WAIT != 0;
+        let refused = |r| match r {
+            Refused::OutOfMemory => ENOMEM,
+            // The ioctl restarts after the handler (or the task dies): nothing changed.
+            Refused::Interrupted => ERESTARTSYS,
+        };
         let (out, retiring) =
-            retire::publish(self.space, span_of(&change), skip_wait, ENOMEM, || {
+            retire::publish(self.space, span_of(&change), skip_wait, refused, || {
                 let out = self.engine.publish(change, self.space, &self.space.stats)?;
                 let range = (!out.regions.is_empty()).then_some((out.start, out.end));
                 Ok((out, range))

@@ -51,8 +51,9 @@ pub(crate) trait RetireList {
         Self: 'a;
     /// Locks the list.
     fn lock(&self) -> Self::Locked<'_>;
-    /// Sleeps until [`RetireList::notify_all`], the lock released meanwhile.
-    fn wait(&self, locked: &mut Self::Locked<'_>);
+    /// Sleeps until [`RetireList::notify_all`], the lock released meanwhile. Returns
+    /// `true` if a signal interrupted the sleep.
+    fn wait(&self, locked: &mut Self::Locked<'_>) -> bool;
     /// Wakes every waiter.
     fn notify_all(&self);
 }
@@ -69,26 +70,39 @@ pub(crate) trait Retiring {
     fn remove(&mut self, range: (usize, usize));
 }
 
+/// Why [`publish`] gave up before publishing anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The list could not grow.
+    OutOfMemory,
+    /// A signal came while the writer waited (the wait is interruptible: a writer
+    /// placing anywhere waits for an empty list, which a stream of other writers could
+    /// put off for long).
+    Interrupted,
+}
+
 /// Writer step 1 under the rule: waits (unless `skip_wait`, the test mutant) until no
 /// retiring range conflicts with `span`, then runs `publish`, which returns its output
 /// and the range it took regions out of (if any); that range goes on the list.
-/// Returns the output and the range to hand to [`finish`]. `enomem` is the error when
-/// the list cannot grow (nothing was published then).
+/// Returns the output and the range to hand to [`finish`]. `refused` makes the error
+/// for giving up before the publish (nothing changed then).
 pub(crate) fn publish<L: RetireList, T, E>(
     list: &L,
     span: Span,
     skip_wait: bool,
-    enomem: E,
+    refused: impl Fn(Refused) -> E,
     publish: impl FnOnce() -> Result<(T, Option<(usize, usize)>), E>,
 ) -> Result<(T, Option<(usize, usize)>), E> {
     let mut locked = list.lock();
     if !skip_wait {
         while locked.any(&|r| must_wait(span, r)) {
-            list.wait(&mut locked);
+            if list.wait(&mut locked) {
+                return Err(refused(Refused::Interrupted));
+            }
         }
     }
     if !locked.reserve_one() {
-        return Err(enomem);
+        return Err(refused(Refused::OutOfMemory));
     }
     let (out, range) = publish()?;
     if let Some(r) = range {

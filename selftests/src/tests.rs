@@ -51,6 +51,11 @@ pub fn suite() -> Vec<Test> {
         test("split_races_faults", split_races_faults, 600),
         test("protect_races_writers", protect_races_writers, 600),
         test("map_reuses_unmapped_range", map_reuses_unmapped_range, 600),
+        test(
+            "retire_wait_is_interruptible",
+            retire_wait_is_interruptible,
+            120,
+        ),
         test("close_with_live_mappings", close_with_live_mappings, 120),
         test(
             "fork_does_not_inherit_arena",
@@ -781,6 +786,76 @@ fn map_reuse_loop(ctx: &Ctx, mutants: u32, pages: usize) -> Result<(u64, Vec<Str
         format!("{} regions, {} pages left", i.regions, i.pages)
     })?;
     Ok((cycles.into_inner(), wrong.into_inner().expect("lock")))
+}
+
+extern "C" fn on_sigusr1(_: libc::c_int) {}
+
+/// The retiring-range wait is interruptible (the error path of `retire::publish`): a
+/// MAP placed anywhere waits while an UNMAP is still running; a signal whose handler
+/// does not ask for restarts makes it fail with `EINTR`, and it changed nothing. The
+/// UNMAP is kept running by a fault on a slow backing that sleeps 1 s holding the
+/// region (`rcu`: the UNMAP's drain waits for it; `rwsem`'s UNMAP would wait in its
+/// publish instead, holding the list's lock, so there no MAP can reach the wait).
+fn retire_wait_is_interruptible(ctx: &Ctx) -> TestResult {
+    if ctx.engine.id != uapi::VMALAB_ENGINE_RCU {
+        return Err(Outcome::Skip(format!(
+            "{}: no writer waits while holding nothing",
+            ctx.engine.name
+        )));
+    }
+    let (dev, arena, ()) = space_with(ctx, ARENA, |_| Ok(()))?;
+    let slow = ok("map slow", dev.map_slow(PAGE_SIZE, 1_000_000))?;
+    // SAFETY: A handler that does nothing, installed without SA_RESTART.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigusr1 as *const () as usize;
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+    let regions = |d: &Device| d.info().map(|i| i.regions).unwrap_or(u64::MAX);
+    std::thread::scope(|s| {
+        // The slow first touch: sleeps 1 s in the fault, holding the region.
+        let toucher = s.spawn(|| arena.load(slow));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let unmapper = s.spawn(|| dev.unmap(slow, PAGE_SIZE));
+        // Published (the region left the set) means on the retiring list.
+        let t0 = std::time::Instant::now();
+        while regions(&dev) != 0 && t0.elapsed().as_millis() < 900 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let published = regions(&dev) == 0;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = &dev;
+        let mapper = s.spawn(move || {
+            // SAFETY: The calling thread's own id.
+            tx.send(unsafe { libc::pthread_self() } as usize).ok();
+            d.map(PAGE_SIZE)
+        });
+        let tid = rx
+            .recv()
+            .map_err(|e| Outcome::Fail(format!("mapper: {e}")))?;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // SAFETY: `tid` is the mapper thread, alive until joined below.
+        unsafe { libc::pthread_kill(tid as libc::pthread_t, libc::SIGUSR1) };
+        let mapped = mapper.join().expect("mapper");
+        let unmapped = unmapper.join().expect("unmapper");
+        let touched = toucher.join().expect("toucher");
+        check(published, || "the UNMAP never published".into())?;
+        check(mapped == Err(libc::EINTR), || {
+            format!(
+                "MAP during the UNMAP's drain, signalled: {mapped:?}, want EINTR (load \
+                 {touched:?})"
+            )
+        })?;
+        check(unmapped.is_ok(), || format!("unmap: {unmapped:?}"))
+    })?;
+    check(regions(&dev) == 0, || {
+        format!(
+            "{} regions left: the interrupted MAP changed something",
+            regions(&dev)
+        )
+    })?;
+    // And the wait is over: a MAP now goes through.
+    ok("map after", dev.map(PAGE_SIZE)).map(drop)
 }
 
 fn mutant_skip_retire_wait_is_caught(ctx: &Ctx) -> TestResult {

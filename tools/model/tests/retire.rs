@@ -33,9 +33,10 @@ impl RetireList for RetireQueue {
         Locked(Some(self.list.lock().unwrap()))
     }
 
-    fn wait(&self, locked: &mut Locked<'_>) {
+    fn wait(&self, locked: &mut Locked<'_>) -> bool {
         let g = locked.0.take().expect("locked");
         locked.0 = Some(self.cv.wait(g).unwrap());
+        false // No signals in the model.
     }
 
     fn notify_all(&self) {
@@ -83,11 +84,16 @@ impl Writer for Unmap<'_> {
     type Error = ();
 
     fn publish(&mut self) -> Result<u32, ()> {
-        let (region, range) =
-            retire::publish(&self.w.retire, Span::At(0, 1), self.w.skip_wait, (), || {
+        let (region, range) = retire::publish(
+            &self.w.retire,
+            Span::At(0, 1),
+            self.w.skip_wait,
+            |_| (),
+            || {
                 *self.w.tree.write().unwrap() = NONE;
                 Ok((A, Some((0, 1))))
-            })?;
+            },
+        )?;
         self.retiring = range;
         Ok(region)
     }
@@ -111,14 +117,20 @@ impl World {
     /// A MAP placed anywhere (the only free page is A's, once A left), then one store
     /// into the new region: through the PTE if there is one, else by a fault.
     fn map_and_store(&self) {
-        let mapped = retire::publish(&self.retire, Span::Anywhere, self.skip_wait, (), || {
-            let mut tree = self.tree.write().unwrap();
-            if *tree != NONE {
-                return Err(()); // ENOMEM: no free page yet.
-            }
-            *tree = B;
-            Ok(((), None))
-        });
+        let mapped = retire::publish(
+            &self.retire,
+            Span::Anywhere,
+            self.skip_wait,
+            |_| (),
+            || {
+                let mut tree = self.tree.write().unwrap();
+                if *tree != NONE {
+                    return Err(()); // ENOMEM: no free page yet.
+                }
+                *tree = B;
+                Ok(((), None))
+            },
+        );
         if mapped.is_err() {
             return;
         }
