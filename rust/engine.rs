@@ -39,12 +39,13 @@
 #![deny(unsafe_code)]
 
 pub(crate) mod none;
+pub(crate) mod percpu;
 pub(crate) mod rcu;
 pub(crate) mod rwsem;
 
 use crate::{
     rcu_tree::Retired,
-    region::{Change, Plan, Prot, Region},
+    region::{Change, Plan, Prot, Region, RegionTree},
     stats::Stats,
     uapi,
     vm_ops::{Fault, FaultAround, FaultOutcome},
@@ -149,6 +150,34 @@ pub(crate) trait Engine: Send + Sync {
     fn usage(&self) -> (usize, usize);
 }
 
+/// Writer step 1 for an engine whose region tree sits under its writer's lock, held by
+/// the caller: plans `change` (allocating the new regions), charges its growth to
+/// `budget` after every other fallible step, and commits it.
+pub(crate) fn publish_locked(
+    tree: &mut RegionTree,
+    change: Change,
+    budget: &dyn Budget,
+) -> Result<Unpublished> {
+    let plan = tree.plan(change)?;
+    let mut out = Unpublished::of(&plan)?;
+    budget.charge(&plan)?;
+    tree.commit(plan, &mut out.regions);
+    Ok(out)
+}
+
+/// Arms the test hooks of an engine that has only mutants (`ours`), no delays.
+pub(crate) fn arm_mutants(
+    hooks: &uapi::VmalabTestHooks,
+    ours: u32,
+    mutants: &kernel::sync::atomic::Atomic<u32>,
+) -> Result {
+    if hooks.mutants & !ours != 0 || hooks.release_delay_us != 0 {
+        return Err(EINVAL);
+    }
+    mutants.store(hooks.mutants, kernel::sync::atomic::Relaxed);
+    Ok(())
+}
+
 /// Creates the engine with UAPI id `id` and `VMALAB_CONFIG_*` `flags` for an arena of
 /// `arena_pages` pages.
 pub(crate) fn new(id: u32, flags: u32, arena_pages: usize) -> Result<Arc<dyn Engine>> {
@@ -163,6 +192,9 @@ pub(crate) fn new(id: u32, flags: u32, arena_pages: usize) -> Result<Arc<dyn Eng
         )?,
         uapi::VMALAB_ENGINE_NONE => {
             Arc::pin_init(none::NoneEngine::new(arena_pages), GFP_KERNEL_ACCOUNT)?
+        }
+        uapi::VMALAB_ENGINE_PERCPU => {
+            Arc::pin_init(percpu::PercpuEngine::new(arena_pages), GFP_KERNEL_ACCOUNT)?
         }
         _ => return Err(EINVAL),
     })

@@ -10,6 +10,7 @@
 //! These files depend on `core` only.
 
 pub(crate) mod hold;
+pub(crate) mod percpu_rw;
 pub(crate) mod rcu_fault;
 pub(crate) mod reclaim;
 pub(crate) mod retire;

@@ -71,8 +71,8 @@ pub const VMALAB_MUTANT_SKIP_ZAP: u32 = 1 << 0;
 pub const VMALAB_MUTANT_SKIP_GRACE_PERIOD: u32 = 1 << 1;
 /// Mutant (`rcu`): writers wait for a grace period but not for holds to drain.
 pub const VMALAB_MUTANT_SKIP_DRAIN: u32 = 1 << 2;
-/// Mutant (`rwsem`): faults drop the read lock before they install the PTE, so
-/// writers no longer wait for them.
+/// Mutant (`rwsem`, `percpu`): faults drop the read lock before they install the PTE,
+/// so writers no longer wait for them.
 pub const VMALAB_MUTANT_UNLOCKED_INSTALL: u32 = 1 << 3;
 /// Mutant (all engines that modify): a writer does not wait for running writer
 /// operations that cover its range, so a MAP can be placed where an UNMAP has
@@ -111,8 +111,12 @@ pub const VMALAB_ENGINE_RCU: u32 = 2;
 /// Engine: the measurement floor. Regions are fixed when the arena is mapped and
 /// looked up with no synchronisation; map/unmap/protect after that fail with `EPERM`.
 pub const VMALAB_ENGINE_NONE: u32 = 3;
+/// Engine: Zijlstra's scalable rw_mutex (2007) around the region tree: readers count
+/// themselves in per-CPU counters; a writer announces itself, waits a grace period and
+/// sums every CPU's counter until no reader is left.
+pub const VMALAB_ENGINE_PERCPU: u32 = 4;
 /// Engine ids are dense from 1; this is one past the last valid id.
-pub const VMALAB_ENGINE_END: u32 = 4;
+pub const VMALAB_ENGINE_END: u32 = 5;
 
 /// Returns the name of an engine id, or `None` for an unknown id.
 pub const fn engine_name(id: u32) -> Option<&'static str> {
@@ -120,6 +124,7 @@ pub const fn engine_name(id: u32) -> Option<&'static str> {
         VMALAB_ENGINE_RWSEM => Some("rwsem"),
         VMALAB_ENGINE_RCU => Some("rcu"),
         VMALAB_ENGINE_NONE => Some("none"),
+        VMALAB_ENGINE_PERCPU => Some("percpu"),
         _ => None,
     }
 }
@@ -272,8 +277,11 @@ pub const VMALAB_CTR_REFCOUNT_WAITS: usize = 18;
 pub const VMALAB_CTR_FAULT_SIGSEGV: usize = 19;
 /// Counter: successful protect ioctls.
 pub const VMALAB_CTR_PROTECT: usize = 20;
+/// Counter (`percpu`): per-CPU reader counters writers read while summing them (one
+/// line each; Dumazet's O(CPUs) per writer).
+pub const VMALAB_CTR_PERCPU_LINES: usize = 21;
 /// Number of counters currently defined.
-pub const VMALAB_CTR_DEFINED: usize = 21;
+pub const VMALAB_CTR_DEFINED: usize = 22;
 
 /// Counter names, indexed by `VMALAB_CTR_*`.
 pub const COUNTER_NAMES: [&str; VMALAB_CTR_DEFINED] = [
@@ -298,6 +306,7 @@ pub const COUNTER_NAMES: [&str; VMALAB_CTR_DEFINED] = [
     "refcount_waits",
     "fault_sigsegv",
     "protect",
+    "percpu_lines",
 ];
 
 /// Argument of [`VMALAB_IOC_INFO`].

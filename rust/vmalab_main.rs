@@ -16,6 +16,7 @@
 mod backing;
 mod engine;
 mod pages;
+mod percpu_rw;
 mod protocol;
 mod rcu_tree;
 mod region;

@@ -18,7 +18,7 @@
 #![deny(unsafe_code)]
 
 use crate::{
-    engine::{Budget, Engine, Unpublished},
+    engine::{self, Budget, Engine, Unpublished},
     region::{Change, Prot, Region, RegionTree},
     rwsem::{new_rwsem, RwSem},
     stats::Stats,
@@ -95,14 +95,9 @@ impl Engine for RwsemEngine {
     }
 
     fn publish(&self, change: Change, budget: &dyn Budget, _stats: &Stats) -> Result<Unpublished> {
-        let mut tree = self.tree.write();
         // Plans (and allocates the new regions) under the write lock: the plan must
         // see the set it changes.
-        let plan = tree.plan(change)?;
-        let mut out = Unpublished::of(&plan)?;
-        budget.charge(&plan)?;
-        tree.commit(plan, &mut out.regions);
-        Ok(out)
+        engine::publish_locked(&mut self.tree.write(), change, budget)
     }
 
     // `quiesce`: the default. The write lock taken by the publish waited for every
@@ -113,11 +108,7 @@ impl Engine for RwsemEngine {
         let ours = uapi::VMALAB_MUTANT_SKIP_ZAP
             | uapi::VMALAB_MUTANT_SKIP_RETIRE_WAIT
             | uapi::VMALAB_MUTANT_UNLOCKED_INSTALL;
-        if hooks.mutants & !ours != 0 || hooks.release_delay_us != 0 {
-            return Err(EINVAL);
-        }
-        self.mutants.store(hooks.mutants, Relaxed);
-        Ok(())
+        engine::arm_mutants(hooks, ours, &self.mutants)
     }
 
     fn drain(&self, removed: &mut KVec<(usize, Arc<Region>)>) -> Result {

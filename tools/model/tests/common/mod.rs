@@ -8,6 +8,8 @@ use loom::sync::{Condvar, Mutex, RwLock};
 
 #[path = "../../../../rust/protocol/hold.rs"]
 pub mod hold;
+#[path = "../../../../rust/protocol/percpu_rw.rs"]
+pub mod percpu_rw;
 #[path = "../../../../rust/protocol/rcu_fault.rs"]
 pub mod rcu_fault;
 #[path = "../../../../rust/protocol/reclaim.rs"]
