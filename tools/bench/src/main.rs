@@ -402,6 +402,16 @@ fn main() {
                 w.unmap_us,
             );
             rep.add("writer", &variant, faulters, sys.name(), "cycles/s", w.rate);
+            if let System::Engine(_) = sys {
+                rep.add(
+                    "writer",
+                    &variant,
+                    faulters,
+                    sys.name(),
+                    "percpu_lines/op",
+                    w.percpu_lines,
+                );
+            }
         }
     }
 
@@ -580,6 +590,11 @@ fn main() {
             "writer",
             "cycles/s",
             "map+touch+split+unmap cycles per second",
+        ),
+        (
+            "writer",
+            "percpu_lines/op",
+            "per-CPU reader counters a writer read per operation (percpu: the CPUs summed)",
         ),
         (
             "ebizzy",

@@ -429,6 +429,9 @@ pub struct WriterRun {
     pub unmap_us: f64,
     /// Loop iterations per second.
     pub rate: f64,
+    /// Per-CPU counter lines the engine's writers read per writer operation
+    /// (`percpu`: the CPUs it sums; 0 for the others).
+    pub percpu_lines: f64,
 }
 
 /// Writer-side latency: map + touch of a `pages`-page region, an UNMAP of one page in
@@ -446,6 +449,7 @@ pub fn writer_latency(sys: System, n: usize, pages: usize, faulters: usize) -> W
     let stop = AtomicBool::new(false);
     let (mut maps, mut unmaps) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let mut splits = Vec::with_capacity(n);
+    let lines_before = dev.info().expect("info").counters[uapi::VMALAB_CTR_PERCPU_LINES];
     let rate = std::thread::scope(|s| {
         for _ in 0..faulters {
             let (arena, stop) = (&arena, &stop);
@@ -474,11 +478,14 @@ pub fn writer_latency(sys: System, n: usize, pages: usize, faulters: usize) -> W
         stop.store(true, Relaxed);
         rate
     });
+    let lines = dev.info().expect("info").counters[uapi::VMALAB_CTR_PERCPU_LINES] - lines_before;
     WriterRun {
         map_us: median(maps),
         split_us: median(splits),
         unmap_us: median(unmaps),
         rate,
+        // Three writer operations per cycle: MAP, split, UNMAP.
+        percpu_lines: lines as f64 / (3 * n) as f64,
     }
 }
 
@@ -534,6 +541,7 @@ fn mmap_latency(n: usize, pages: usize) -> WriterRun {
         split_us: median(splits),
         unmap_us: median(unmaps),
         rate: n as f64 / start.elapsed().as_secs_f64(),
+        percpu_lines: 0.0,
     }
 }
 
