@@ -38,8 +38,10 @@
 
 #![deny(unsafe_code)]
 
+pub(crate) mod locked;
 pub(crate) mod none;
 pub(crate) mod percpu;
+pub(crate) mod pi;
 pub(crate) mod rcu;
 pub(crate) mod rwsem;
 
@@ -183,9 +185,7 @@ pub(crate) fn arm_mutants(
 pub(crate) fn new(id: u32, flags: u32, arena_pages: usize) -> Result<Arc<dyn Engine>> {
     let expedited = flags & uapi::VMALAB_CONFIG_EXPEDITED != 0;
     Ok(match id {
-        uapi::VMALAB_ENGINE_RWSEM => {
-            Arc::pin_init(rwsem::RwsemEngine::new(arena_pages), GFP_KERNEL_ACCOUNT)?
-        }
+        uapi::VMALAB_ENGINE_RWSEM => Arc::pin_init(rwsem::new(arena_pages), GFP_KERNEL_ACCOUNT)?,
         uapi::VMALAB_ENGINE_RCU => Arc::pin_init(
             rcu::RcuEngine::new(arena_pages, expedited),
             GFP_KERNEL_ACCOUNT,
@@ -193,9 +193,11 @@ pub(crate) fn new(id: u32, flags: u32, arena_pages: usize) -> Result<Arc<dyn Eng
         uapi::VMALAB_ENGINE_NONE => {
             Arc::pin_init(none::NoneEngine::new(arena_pages), GFP_KERNEL_ACCOUNT)?
         }
-        uapi::VMALAB_ENGINE_PERCPU => {
-            Arc::pin_init(percpu::PercpuEngine::new(arena_pages), GFP_KERNEL_ACCOUNT)?
+        uapi::VMALAB_ENGINE_PERCPU if flags & uapi::VMALAB_CONFIG_KERNEL_LOCK != 0 => {
+            Arc::pin_init(percpu::new_kernel_lock(arena_pages), GFP_KERNEL_ACCOUNT)?
         }
+        uapi::VMALAB_ENGINE_PERCPU => Arc::pin_init(percpu::new(arena_pages), GFP_KERNEL_ACCOUNT)?,
+        uapi::VMALAB_ENGINE_PI => Arc::pin_init(pi::new(arena_pages), GFP_KERNEL_ACCOUNT)?,
         _ => return Err(EINVAL),
     })
 }

@@ -11,6 +11,7 @@
 
 pub(crate) mod hold;
 pub(crate) mod percpu_rw;
+pub(crate) mod pi_rw;
 pub(crate) mod rcu_fault;
 pub(crate) mod reclaim;
 pub(crate) mod retire;

@@ -5,6 +5,8 @@
  */
 #include <linux/mm.h>
 #include <linux/pgtable.h>
+#include <linux/percpu-rwsem.h>
+#include <linux/rtmutex.h>
 #include <linux/rcupdate.h>
 #include <linux/sched.h>
 #include <linux/spinlock.h>
@@ -14,7 +16,12 @@ void vmalab_pte_unlock(pte_t *pte, spinlock_t *ptl);
 pte_t *vmalab_pte_at(pte_t *pte, unsigned long addr, unsigned long to);
 bool vmalab_pte_set_special(struct vm_fault *vmf, unsigned long addr, pte_t *pte,
 			    struct page *page, bool writable);
+bool vmalab_pte_mkwrite_same(struct vm_fault *vmf, pte_t *pte);
 void vmalab_cond_resched(void);
+bool vmalab_percpu_down_read(struct percpu_rw_semaphore *sem);
+bool vmalab_percpu_down_read_trylock(struct percpu_rw_semaphore *sem);
+void vmalab_percpu_up_read(struct percpu_rw_semaphore *sem);
+void vmalab_rt_mutex_lock(struct rt_mutex *lock);
 
 /*
  * pte_offset_map_lock() (mm/pgtable-generic.c), which modules cannot call, minus its
@@ -87,7 +94,57 @@ bool vmalab_pte_set_special(struct vm_fault *vmf, unsigned long addr, pte_t *pte
 	return true;
 }
 
+/*
+ * Under the PTE lock, in ->pfn_mkwrite: what wp_pfn_shared()'s finish_mkwrite_fault()
+ * and wp_page_reuse() would do, but decided by vmalab (vm_ops.rs make_writable_if()):
+ * make the entry writable, dirty and young if it is still vmf->orig_pte. Write before
+ * dirty, as in vmalab_pte_set_special().
+ */
+bool vmalab_pte_mkwrite_same(struct vm_fault *vmf, pte_t *pte)
+{
+	unsigned long addr = vmf->address;
+	pte_t entry;
+
+	if (!pte_same(ptep_get(pte), vmf->orig_pte))
+		return false;
+	entry = pte_mkyoung(vmf->orig_pte);
+	if (vmf->vma->vm_flags & VM_WRITE)
+		entry = pte_mkdirty(pte_mkwrite_novma(entry));
+	set_pte_at(vmf->vma->vm_mm, addr, pte, entry);
+	update_mmu_cache(vmf->vma, addr, pte);
+	return true;
+}
+
 void vmalab_cond_resched(void)
 {
 	cond_resched();
+}
+
+/*
+ * percpu_rw_semaphore's read side is header inlines (percpu_rwsem.rs). The return
+ * value of the first is a hint for vmalab's counters: whether a writer held the
+ * semaphore as the reader arrived (it then queues on the shared wait queue).
+ */
+bool vmalab_percpu_down_read(struct percpu_rw_semaphore *sem)
+{
+	bool queued = percpu_is_write_locked(sem);
+
+	percpu_down_read(sem);
+	return queued;
+}
+
+bool vmalab_percpu_down_read_trylock(struct percpu_rw_semaphore *sem)
+{
+	return percpu_down_read_trylock(sem);
+}
+
+void vmalab_percpu_up_read(struct percpu_rw_semaphore *sem)
+{
+	percpu_up_read(sem);
+}
+
+/* rt_mutex_lock() is a macro for rt_mutex_lock_nested() under lockdep (pi_rw.rs). */
+void vmalab_rt_mutex_lock(struct rt_mutex *lock)
+{
+	rt_mutex_lock(lock);
 }

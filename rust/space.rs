@@ -47,10 +47,10 @@ use kernel::{
     prelude::*,
     sync::{
         aref::ARef,
-        atomic::{Atomic, Relaxed},
+        atomic::{Acquire, Atomic, Relaxed, Release},
         Arc, ArcBorrow, CondVar, Mutex, MutexGuard, SetOnce,
     },
-    time::{Instant, Monotonic},
+    time::{delay::fsleep, Delta, Instant, Monotonic},
 };
 
 /// Where the arena is mapped.
@@ -86,6 +86,12 @@ pub(crate) struct Space {
     /// `VMALAB_MUTANT_*` bits armed by the test hook, plus [`TAINTED`] once any was
     /// (0 in normal use).
     mutants: Atomic<u32>,
+    /// Publishes that took regions out (each is followed by a zap): bumped after the
+    /// publish, before the zap. `mkwrite` upgrades a PTE only if it has not moved
+    /// since the protection was looked up (see there).
+    publishes: Atomic<u64>,
+    /// Test hook: microseconds `mkwrite` sleeps after the lookup (0 in normal use).
+    mkwrite_delay_us: Atomic<u32>,
     /// Regions removed while a mutant was armed: their pages may still be mapped (the
     /// mutant skipped part of the protocol), so they are freed only with the space,
     /// once no arena VMA is left.
@@ -222,6 +228,10 @@ impl Writer for WriterOp<'_> {
             retire::publish(self.space, span_of(&change), skip_wait, refused, || {
                 let out = self.engine.publish(change, self.space, &self.space.stats)?;
                 let range = (!out.regions.is_empty()).then_some((out.start, out.end));
+                if range.is_some() {
+                    // Release: a `mkwrite` that sees the new count sees the new set.
+                    self.space.publishes.fetch_add(1, Release);
+                }
                 Ok((out, range))
             })?;
         self.retiring = retiring;
@@ -286,6 +296,8 @@ impl Space {
                 regions: Atomic::new(0),
                 region_pages: Atomic::new(0),
                 mutants: Atomic::new(0),
+                publishes: Atomic::new(0),
+                mkwrite_delay_us: Atomic::new(0),
                 graveyard <- new_mutex!(KVec::new(), "vmalab_space_graveyard"),
                 retiring <- new_mutex!(KVec::new(), "vmalab_space_retiring"),
                 retired <- new_condvar!("vmalab_space_retired"),
@@ -431,15 +443,35 @@ impl Space {
         out
     }
 
-    /// `->pfn_mkwrite`: a write to a present read-only PTE. `Mapped` lets the kernel
-    /// make it writable (the region is read-write: the PTE was write-protected by an
-    /// `mprotect` of the arena); `SigSegv` for a read-only region.
+    /// `->pfn_mkwrite`: a write to a present read-only PTE. For a read-write region
+    /// (the PTE was write-protected by an `mprotect` of the arena, or by a read-only
+    /// region since made read-write) the PTE is made writable here, `Mapped`;
+    /// `SigSegv` for a read-only region.
+    ///
+    /// The upgrade is ours, not the kernel's `finish_mkwrite_fault`: that one checks
+    /// only that the PTE is the same value under its lock, and between our lookup and
+    /// its check the region can turn read-only, be zapped, and the same page be mapped
+    /// read-only again by another fault — an identical PTE, made writable in a
+    /// read-only region (seen: `protect_races_writers` on `percpu+sem`, "store ...
+    /// succeeded after PROTECT RO"). Here the upgrade happens under the PTE lock only
+    /// if no publish that took regions out came after the lookup: a later one is
+    /// followed by a zap that takes the same PTE lock after us, and removes the PTE.
     pub(crate) fn mkwrite(&self, f: &Fault<'_>) -> FaultOutcome {
         let Some(engine) = self.engine.as_ref() else {
             return FaultOutcome::SigBus;
         };
+        let seen = self.publishes.load(Acquire);
         let out = match engine.prot_at(f.pgoff(), &self.stats) {
-            Some(Prot::ReadWrite) => return FaultOutcome::Mapped,
+            Some(Prot::ReadWrite) => {
+                let delay = self.mkwrite_delay_us.load(Relaxed);
+                if delay != 0 {
+                    fsleep(Delta::from_micros(i64::from(delay)));
+                }
+                // Upgraded, or the PTE changed (or a publish came between): either way
+                // the access is retried and looked at afresh.
+                f.make_writable_if(|| self.publishes.load(Relaxed) == seen);
+                return FaultOutcome::Mapped;
+            }
             Some(Prot::ReadOnly) => FaultOutcome::SigSegv,
             None => FaultOutcome::SigBus,
         };
@@ -623,10 +655,16 @@ impl Space {
     pub(crate) fn test_hooks(&self, h: &uapi::VmalabTestHooks) -> Result {
         if h.mutants & !uapi::VMALAB_MUTANTS_ALL != 0
             || h.release_delay_us > uapi::VMALAB_MAX_DELAY_US
+            || h.mkwrite_delay_us > uapi::VMALAB_MAX_DELAY_US
         {
             return Err(EINVAL);
         }
-        self.engine()?.set_test_hooks(h)?;
+        // The engine sees only what is its own.
+        self.engine()?.set_test_hooks(&uapi::VmalabTestHooks {
+            mkwrite_delay_us: 0,
+            ..*h
+        })?;
+        self.mkwrite_delay_us.store(h.mkwrite_delay_us, Relaxed);
         let tainted = self.mutants.load(Relaxed) & TAINTED != 0 || h.mutants != 0;
         let taint = if tainted { TAINTED } else { 0 };
         self.mutants.store(h.mutants | taint, Relaxed);

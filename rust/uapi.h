@@ -13,7 +13,8 @@
 #define VMALAB_IOC_MAGIC 0xB6
 
 #define VMALAB_CONFIG_EXPEDITED	(1u << 0)	/* rcu: synchronize_rcu_expedited */
-#define VMALAB_CONFIG_FLAGS_ALL	VMALAB_CONFIG_EXPEDITED
+#define VMALAB_CONFIG_KERNEL_LOCK	(1u << 1)	/* percpu: percpu_rw_semaphore */
+#define VMALAB_CONFIG_FLAGS_ALL	(VMALAB_CONFIG_EXPEDITED | VMALAB_CONFIG_KERNEL_LOCK)
 
 struct vmalab_config {
 	__u32 engine;		/* VMALAB_ENGINE_*, 0 = module default */
@@ -60,11 +61,13 @@ struct vmalab_protect {
 #define VMALAB_MUTANT_SKIP_DRAIN	(1u << 2)
 #define VMALAB_MUTANT_UNLOCKED_INSTALL	(1u << 3)
 #define VMALAB_MUTANT_SKIP_RETIRE_WAIT	(1u << 4)
-#define VMALAB_MUTANTS_ALL		((1u << 5) - 1)
+#define VMALAB_MUTANT_POLL_READ		(1u << 5)
+#define VMALAB_MUTANTS_ALL		((1u << 6) - 1)
 
 struct vmalab_test_hooks {
 	__u32 mutants;
 	__u32 release_delay_us;
+	__u32 mkwrite_delay_us;
 };
 
 /* Limits: EINVAL above the arena size, ENOMEM beyond the per-file budgets. */
@@ -96,7 +99,8 @@ struct vmalab_info {
 #define VMALAB_ENGINE_RCU	2
 #define VMALAB_ENGINE_NONE	3
 #define VMALAB_ENGINE_PERCPU	4
-#define VMALAB_ENGINE_END	5
+#define VMALAB_ENGINE_PI	5
+#define VMALAB_ENGINE_END	6
 
 #define VMALAB_CTR_FAULT_FAST		0
 #define VMALAB_CTR_FAULT_SLOW		1

@@ -71,15 +71,18 @@ pub const VMALAB_MUTANT_SKIP_ZAP: u32 = 1 << 0;
 pub const VMALAB_MUTANT_SKIP_GRACE_PERIOD: u32 = 1 << 1;
 /// Mutant (`rcu`): writers wait for a grace period but not for holds to drain.
 pub const VMALAB_MUTANT_SKIP_DRAIN: u32 = 1 << 2;
-/// Mutant (`rwsem`, `percpu`): faults drop the read lock before they install the PTE,
+/// Mutant (`rwsem`, `percpu`, `pi`): faults drop the read lock before they install the PTE,
 /// so writers no longer wait for them.
 pub const VMALAB_MUTANT_UNLOCKED_INSTALL: u32 = 1 << 3;
 /// Mutant (all engines that modify): a writer does not wait for running writer
 /// operations that cover its range, so a MAP can be placed where an UNMAP has
 /// published but not yet zapped, and the new region's stores go to the old pages.
 pub const VMALAB_MUTANT_SKIP_RETIRE_WAIT: u32 = 1 << 4;
+/// Mutant (`pi`): a fault waits for a writer by retrying the read lock with sleeps in
+/// between instead of on the writer's `rt_mutex`, so it no longer boosts the writer.
+pub const VMALAB_MUTANT_POLL_READ: u32 = 1 << 5;
 /// All mutant bits.
-pub const VMALAB_MUTANTS_ALL: u32 = (1 << 5) - 1;
+pub const VMALAB_MUTANTS_ALL: u32 = (1 << 6) - 1;
 
 /// Argument of [`VMALAB_IOC_TEST_HOOKS`]. Mutants keep the module memory-safe: regions
 /// (and `rcu` entries) a mutant writer removes are kept until the file is released, and
@@ -93,6 +96,10 @@ pub struct VmalabTestHooks {
     /// `rcu`: microseconds a slow-path fault sleeps right after releasing its hold
     /// (at most [`VMALAB_MAX_DELAY_US`]; 0: off).
     pub release_delay_us: u32,
+    /// All engines: microseconds `->pfn_mkwrite` sleeps between looking the region's
+    /// protection up and making the PTE writable (at most [`VMALAB_MAX_DELAY_US`]; 0:
+    /// off). Widens the window in which a writer can change the protection.
+    pub mkwrite_delay_us: u32,
 }
 
 /// Largest arena (bytes): 128 TiB, the x86-64 user address space. `EINVAL` above.
@@ -115,8 +122,12 @@ pub const VMALAB_ENGINE_NONE: u32 = 3;
 /// themselves in per-CPU counters; a writer announces itself, waits a grace period and
 /// sums every CPU's counter until no reader is left.
 pub const VMALAB_ENGINE_PERCPU: u32 = 4;
+/// Engine: Nielsen's read-side priority-inheriting rw lock (2007) around the region
+/// tree: a fault that waits for a writer sleeps on an `rt_mutex` the writer owns and
+/// lends it its priority.
+pub const VMALAB_ENGINE_PI: u32 = 5;
 /// Engine ids are dense from 1; this is one past the last valid id.
-pub const VMALAB_ENGINE_END: u32 = 5;
+pub const VMALAB_ENGINE_END: u32 = 6;
 
 /// Returns the name of an engine id, or `None` for an unknown id.
 pub const fn engine_name(id: u32) -> Option<&'static str> {
@@ -125,6 +136,7 @@ pub const fn engine_name(id: u32) -> Option<&'static str> {
         VMALAB_ENGINE_RCU => Some("rcu"),
         VMALAB_ENGINE_NONE => Some("none"),
         VMALAB_ENGINE_PERCPU => Some("percpu"),
+        VMALAB_ENGINE_PI => Some("pi"),
         _ => None,
     }
 }
@@ -137,8 +149,12 @@ pub const fn engine_can_modify_mapped(id: u32) -> bool {
 /// Config flag: writers of the `rcu` engine wait with `synchronize_rcu_expedited()`
 /// instead of `synchronize_rcu()` (shorter writer latency; IPIs to every CPU).
 pub const VMALAB_CONFIG_EXPEDITED: u32 = 1 << 0;
-/// All valid [`VmalabConfig::flags`] bits.
-pub const VMALAB_CONFIG_FLAGS_ALL: u32 = VMALAB_CONFIG_EXPEDITED;
+/// Config flag: the `percpu` engine runs on the kernel's `percpu_rw_semaphore` instead
+/// of Zijlstra's 2007 rw_mutex (configuration `percpu+sem`).
+pub const VMALAB_CONFIG_KERNEL_LOCK: u32 = 1 << 1;
+/// All valid [`VmalabConfig::flags`] bits (a flag is ignored by the engines it does not
+/// name).
+pub const VMALAB_CONFIG_FLAGS_ALL: u32 = VMALAB_CONFIG_EXPEDITED | VMALAB_CONFIG_KERNEL_LOCK;
 
 /// Argument of [`VMALAB_IOC_CONFIG`].
 #[repr(C)]

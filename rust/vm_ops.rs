@@ -77,6 +77,10 @@ mod shim {
             page: *mut c_void,
             writable: bool,
         ) -> bool;
+        /// Under the PTE lock, in `->pfn_mkwrite`: makes the entry `pte` (for
+        /// `vmf->address`) writable and dirty if it still equals `vmf->orig_pte`;
+        /// false if it changed.
+        pub(super) fn vmalab_pte_mkwrite_same(vmf: *const c_void, pte: *mut c_void) -> bool;
         /// `cond_resched()`.
         pub(super) fn vmalab_cond_resched();
     }
@@ -197,6 +201,22 @@ impl<'a> Fault<'a> {
             pte,
             ptl: Some(ptl),
         })
+    }
+
+    /// For `->pfn_mkwrite` (a write hit the read-only PTE `vmf->orig_pte`): makes that
+    /// PTE writable if it is still the same and `still()` — called under the PTE
+    /// lock — holds. Returns whether it did. Never sleeps.
+    pub(crate) fn make_writable_if(&self, still: impl FnOnce() -> bool) -> bool {
+        let Some(table) = self.lock_ptes() else {
+            return false; // The table went away: the PTE with it.
+        };
+        if !still() {
+            return false;
+        }
+        // SAFETY: `table` holds the PTE lock of the entry for the fault address (its
+        // invariant); in `->pfn_mkwrite` (this method's contract) `vmf->orig_pte` is
+        // the PTE the write hit, and the shim changes the entry only if it still is.
+        unsafe { shim::vmalab_pte_mkwrite_same(core::ptr::from_ref(self.vmf).cast(), table.pte) }
     }
 
     /// Runs `f` with the PTE table of the faulting address locked, allocating the table
@@ -483,7 +503,8 @@ unsafe extern "C" fn vma_map_pages(
 /// (`vma_wants_writenotify`), which is why every install chooses its protection
 /// itself; read-only PTEs then come from read-only regions (a write gets `SIGSEGV`)
 /// or from an `mprotect` of the arena (a write to a read-write region is allowed:
-/// `finish_mkwrite_fault` makes the PTE writable if it is still the same one).
+/// `Space::mkwrite` makes the PTE writable if it is still the same one and no writer
+/// came between).
 ///
 /// # Safety
 ///
@@ -492,10 +513,9 @@ unsafe extern "C" fn vma_pfn_mkwrite(vmf: *mut bindings::vm_fault) -> bindings::
     // SAFETY: Valid and locked for this call (function contract), as `Fault` requires.
     let vmf = unsafe { &*vmf };
     let fault = Fault { vmf };
-    match fault.space().mkwrite(&fault) {
-        FaultOutcome::Mapped | FaultOutcome::MappedSlow => 0,
-        out => out.to_raw(),
-    }
+    // `Mapped` is `VM_FAULT_NOPAGE`: `mkwrite` made the PTE writable itself (or found
+    // it changed), so the kernel's `finish_mkwrite_fault` must not run.
+    fault.space().mkwrite(&fault).to_raw()
 }
 
 /// `struct vm_operations_struct` with raw pointers, shareable because it is immutable.

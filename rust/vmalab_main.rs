@@ -17,6 +17,8 @@ mod backing;
 mod engine;
 mod pages;
 mod percpu_rw;
+mod percpu_rwsem;
+mod pi_rw;
 mod protocol;
 mod rcu_tree;
 mod region;

@@ -4,128 +4,104 @@
 //! `mmap_sem`.
 //!
 //! The region tree sits under a [`PercpuRwLock`] (`percpu_rw.rs`, protocol in
-//! `protocol/percpu_rw.rs`). A fault holds it for read for the whole fault, exactly
-//! as `rwsem` holds its semaphore (so slow backings work the same): with no writer
-//! announced that is one add to this CPU's counter and one subtract — no write to a
-//! line another CPU writes. A writer takes the writers' mutex, announces itself,
-//! waits a grace period and then until the counters of all CPUs sum to zero
-//! (Dumazet's objection: O(CPUs) per writer); faults that find it announced queue on
-//! the writers' mutex (2 shared-line writes). `map_pages` may not sleep: it only
-//! tries (fails while a writer is announced).
+//! `protocol/percpu_rw.rs`), held as `locked.rs` describes: a fault holds it for read
+//! for the whole fault, exactly as `rwsem` holds its semaphore (so slow backings work
+//! the same). With no writer announced that is one add to this CPU's counter and one
+//! subtract — no write to a line another CPU writes. A writer takes the writers' mutex,
+//! announces itself, waits a grace period and then until the counters of all CPUs sum
+//! to zero (Dumazet's objection: O(CPUs) per writer, counted as `percpu_lines`); faults
+//! that find it announced queue on the writers' mutex (2 shared-line writes).
+//! `map_pages` only tries (fails while a writer is announced).
 //!
-//! Quiescence (engine contract, `protocol/writer.rs`): as `rwsem`: a fault installs
-//! PTEs only while counted in as a reader; the publish held the lock for write, so
-//! every fault that could have seen a removed region has finished.
+//! Configuration `percpu+sem` (`VMALAB_CONFIG_KERNEL_LOCK`): the same engine on the
+//! kernel's descendant of the idea, `percpu_rw_semaphore` (`percpu_rwsem.rs`), so the
+//! 2007 design and today's run in the same benchmark. Its writers' per-CPU sums happen
+//! inside the kernel and are not counted (`percpu_lines` stays 0); a reader counts as
+//! slow (2 shared-line writes: the wait queue's lock) when a writer held the semaphore
+//! as it arrived.
 //!
 //! Lock order: `mmap_lock` / per-VMA lock → `tree` (its writers' mutex, then its
-//! waiter).
+//! waiter; `percpu+sem`: the semaphore).
 
 #![deny(unsafe_code)]
 
 use crate::{
-    engine::{self, Budget, Engine, Unpublished},
-    percpu_rw::PercpuRwLock,
+    engine::locked::{LockedEngine, TreeLock},
+    percpu_rw::{self, PercpuRwLock},
+    percpu_rwsem::{self, new_percpu_rwsem, PercpuRwSem},
     protocol::percpu_rw::ReadPath,
-    region::{Change, Prot, Region, RegionTree},
-    stats::Stats,
+    region::RegionTree,
     uapi,
-    vm_ops::{Fault, FaultAround, FaultOutcome},
 };
-use kernel::{
-    prelude::*,
-    sync::{
-        atomic::{Atomic, Relaxed},
-        Arc,
-    },
-};
+use kernel::prelude::*;
 
-/// Shared-line writes of a slow-path read lock: the writers' mutex, taken and
-/// released.
+/// Shared-line writes of a read lock that waited for a writer: the writers' mutex
+/// (`percpu+sem`: the wait queue's lock), taken and released.
 const SLOW_WRITES: u64 = 2;
 
 /// Zijlstra's engine.
-#[pin_data]
-pub(crate) struct PercpuEngine {
-    #[pin]
-    tree: PercpuRwLock<RegionTree>,
-    /// `VMALAB_MUTANT_*` bits armed by the test hook (0 in normal use).
-    mutants: Atomic<u32>,
+pub(crate) type PercpuEngine = LockedEngine<PercpuRwLock<RegionTree>>;
+/// The same on the kernel's `percpu_rw_semaphore` (`percpu+sem`).
+pub(crate) type PercpuSemEngine = LockedEngine<PercpuRwSem<RegionTree>>;
+
+/// An engine on Zijlstra's lock with no regions for an arena of `arena_pages` pages.
+pub(crate) fn new(arena_pages: usize) -> impl PinInit<PercpuEngine, Error> {
+    PercpuEngine::new(PercpuRwLock::new(RegionTree::new(arena_pages)))
 }
 
-impl PercpuEngine {
-    /// An engine with no regions for an arena of `arena_pages` pages.
-    pub(crate) fn new(arena_pages: usize) -> impl PinInit<Self, Error> {
-        try_pin_init!(Self {
-            tree <- PercpuRwLock::new(RegionTree::new(arena_pages)),
-            mutants: Atomic::new(0),
-        }? Error)
+/// An engine on the kernel's `percpu_rw_semaphore` (`percpu+sem`).
+pub(crate) fn new_kernel_lock(arena_pages: usize) -> impl PinInit<PercpuSemEngine, Error> {
+    PercpuSemEngine::new(new_percpu_rwsem!(
+        RegionTree::new(arena_pages),
+        c"vmalab_percpu_sem"
+    ))
+}
+
+impl TreeLock for PercpuRwLock<RegionTree> {
+    const ENGINE: u32 = uapi::VMALAB_ENGINE_PERCPU;
+    type Read<'a> = percpu_rw::ReadGuard<'a, RegionTree>;
+    type Write<'a> = percpu_rw::WriteGuard<'a, RegionTree>;
+
+    fn read(&self) -> (Self::Read<'_>, u64) {
+        let (guard, path) = PercpuRwLock::read(self);
+        (
+            guard,
+            if path == ReadPath::Slow {
+                SLOW_WRITES
+            } else {
+                0
+            },
+        )
+    }
+
+    fn try_read(&self) -> (Option<Self::Read<'_>>, u64) {
+        (PercpuRwLock::try_read(self), 0)
+    }
+
+    fn write(&self) -> Self::Write<'_> {
+        PercpuRwLock::write(self)
+    }
+
+    fn take_lines_read(&self) -> u64 {
+        PercpuRwLock::take_lines_read(self)
     }
 }
 
-/// Counts a read lock's shared-line writes (none on the fast path).
-fn count(path: ReadPath, stats: &Stats) {
-    if path == ReadPath::Slow {
-        stats.add(uapi::VMALAB_CTR_SHARED_WRITES, SLOW_WRITES);
-    }
-}
+impl TreeLock for PercpuRwSem<RegionTree> {
+    const ENGINE: u32 = uapi::VMALAB_ENGINE_PERCPU;
+    type Read<'a> = percpu_rwsem::ReadGuard<'a, RegionTree>;
+    type Write<'a> = percpu_rwsem::WriteGuard<'a, RegionTree>;
 
-impl Engine for PercpuEngine {
-    fn id(&self) -> u32 {
-        uapi::VMALAB_ENGINE_PERCPU
+    fn read(&self) -> (Self::Read<'_>, u64) {
+        let (guard, queued) = PercpuRwSem::read(self);
+        (guard, if queued { SLOW_WRITES } else { 0 })
     }
 
-    fn map_pages(&self, f: &FaultAround<'_>, stats: &Stats) -> bool {
-        let Some(tree) = self.tree.try_read() else {
-            return false;
-        };
-        tree.with_region(f.pgoff(), |start, region| {
-            region.map_present(start, f, stats)
-        })
-        .unwrap_or(false)
+    fn try_read(&self) -> (Option<Self::Read<'_>>, u64) {
+        (PercpuRwSem::try_read(self), 0)
     }
 
-    fn fault(&self, f: &Fault<'_>, stats: &Stats) -> FaultOutcome {
-        let (tree, path) = self.tree.read();
-        count(path, stats);
-        if self.mutants.load(Relaxed) & uapi::VMALAB_MUTANT_UNLOCKED_INSTALL != 0 {
-            // Mutant: look up under the lock, install without it.
-            let Some((start, region)) = tree.with_region(f.pgoff(), |s, r| (s, r.clone())) else {
-                return FaultOutcome::SigBus;
-            };
-            drop(tree);
-            return region.fault(start, f, stats);
-        }
-        tree.with_region(f.pgoff(), |start, region| region.fault(start, f, stats))
-            .unwrap_or(FaultOutcome::SigBus)
-    }
-
-    fn prot_at(&self, pgoff: usize, stats: &Stats) -> Option<Prot> {
-        let (tree, path) = self.tree.read();
-        count(path, stats);
-        tree.with_region(pgoff, |_, region| region.prot())
-    }
-
-    fn publish(&self, change: Change, budget: &dyn Budget, stats: &Stats) -> Result<Unpublished> {
-        let mut tree = self.tree.write();
-        stats.add(uapi::VMALAB_CTR_PERCPU_LINES, self.tree.take_lines_read());
-        engine::publish_locked(&mut tree, change, budget)
-    }
-
-    // `quiesce`: the default (the write lock waited for every reader).
-
-    fn set_test_hooks(&self, hooks: &uapi::VmalabTestHooks) -> Result {
-        let ours = uapi::VMALAB_MUTANT_SKIP_ZAP
-            | uapi::VMALAB_MUTANT_SKIP_RETIRE_WAIT
-            | uapi::VMALAB_MUTANT_UNLOCKED_INSTALL;
-        engine::arm_mutants(hooks, ours, &self.mutants)
-    }
-
-    fn drain(&self, removed: &mut KVec<(usize, Arc<Region>)>) -> Result {
-        self.tree.write().drain(removed)
-    }
-
-    fn usage(&self) -> (usize, usize) {
-        let (tree, _) = self.tree.read();
-        (tree.len(), tree.meta_bytes())
+    fn write(&self) -> Self::Write<'_> {
+        PercpuRwSem::write(self)
     }
 }

@@ -14,6 +14,7 @@
 //! `--negative-controls` runs, instead of the suite, the protocol mutants the module
 //! offers when loaded with `test_hooks=1`: each must be caught by the checkers.
 
+mod boost;
 mod fuzz;
 mod race;
 mod split_race;

@@ -88,6 +88,13 @@ pub fn suite() -> Vec<Test> {
             60,
         ),
         test("memcg_charges_pages", memcg_charges_pages, 120),
+        Test {
+            name: "pi_boosts_writer",
+            run: crate::boost::pi_boosts_writer,
+            timeout: 60,
+            applies: |e| e.id == uapi::VMALAB_ENGINE_PI,
+            negative: false,
+        },
         negative(
             "mutant_skip_zap_is_caught",
             mutant_skip_zap_is_caught,
@@ -125,8 +132,23 @@ pub fn suite() -> Vec<Test> {
         negative(
             "mutant_unlocked_install_is_caught",
             mutant_unlocked_install_is_caught,
-            |e| e.id == uapi::VMALAB_ENGINE_RWSEM || e.id == uapi::VMALAB_ENGINE_PERCPU,
+            |e| {
+                [
+                    uapi::VMALAB_ENGINE_RWSEM,
+                    uapi::VMALAB_ENGINE_PERCPU,
+                    uapi::VMALAB_ENGINE_PI,
+                ]
+                .contains(&e.id)
+            },
         ),
+        negative(
+            "mutant_poll_read_is_caught",
+            crate::boost::mutant_poll_read_is_caught,
+            |e| e.id == uapi::VMALAB_ENGINE_PI,
+        ),
+        negative("delayed_mkwrite_is_safe", delayed_mkwrite_is_safe, |e| {
+            uapi::engine_can_modify_mapped(e.id)
+        }),
         negative(
             "delayed_hold_release_is_safe",
             delayed_hold_release_is_safe,
@@ -1068,12 +1090,28 @@ fn split_spec(ctx: &Ctx) -> split_race::SplitSpec {
 
 /// Runs a split or protect race with `mutants` armed; prints what it saw.
 fn split_run(ctx: &Ctx, protect: bool, mutants: u32) -> Result<split_race::SplitReport, Outcome> {
+    split_run_hooked(
+        ctx,
+        protect,
+        uapi::VmalabTestHooks {
+            mutants,
+            ..Default::default()
+        },
+    )
+}
+
+/// [`split_run`] with test hooks `hooks` armed (if any is).
+fn split_run_hooked(
+    ctx: &Ctx,
+    protect: bool,
+    hooks: uapi::VmalabTestHooks,
+) -> Result<split_race::SplitReport, Outcome> {
     needs_live_changes(ctx)?;
     let (dev, arena) = space(ctx, ARENA)?;
-    if mutants != 0 {
+    if hooks != uapi::VmalabTestHooks::default() {
         ok(
             "test hooks (module loaded with test_hooks=1?)",
-            dev.test_hooks(mutants, 0),
+            dev.set_test_hooks(hooks),
         )?;
     }
     let spec = split_spec(ctx);
@@ -1134,6 +1172,20 @@ fn split_races_faults(ctx: &Ctx) -> TestResult {
 
 fn protect_races_writers(ctx: &Ctx) -> TestResult {
     let r = split_run(ctx, true, 0)?;
+    split_clean(&r, true)
+}
+
+/// The protect race with `->pfn_mkwrite` sleeping 2 ms between its lookup and the
+/// upgrade (test hook): a store that hit a read-only PTE, found the region read-write
+/// and was then overtaken by PROTECT RO, its zap and a read fault that mapped the same
+/// page read-only again must not make that PTE writable (it did while the kernel's
+/// `finish_mkwrite_fault`, which compares only the PTE, did the upgrade).
+fn delayed_mkwrite_is_safe(ctx: &Ctx) -> TestResult {
+    let hooks = uapi::VmalabTestHooks {
+        mkwrite_delay_us: 2000,
+        ..Default::default()
+    };
+    let r = split_run_hooked(ctx, true, hooks)?;
     split_clean(&r, true)
 }
 
@@ -1520,7 +1572,8 @@ fn changes_after_mmap_policy(ctx: &Ctx) -> TestResult {
 
 /// Faults on pages that exist but are not mapped: the fast path. The engine's own
 /// shared-cache-line writes per such fault are what predicts scaling: 0 for `rcu`,
-/// `none` and `percpu` (no writer), 2 (`down_read` + `up_read`) for `rwsem`.
+/// `none` and `percpu` (no writer), 2 (`down_read` + `up_read`) for `rwsem` and (up
+/// and down the count) `pi`.
 fn fast_path_shared_writes(ctx: &Ctx) -> TestResult {
     let pages = 256;
     let len = pages * PAGE_SIZE;
@@ -1569,6 +1622,10 @@ fn fast_path_shared_writes(ctx: &Ctx) -> TestResult {
         let want = if ctx.engine.id == uapi::VMALAB_ENGINE_RWSEM {
             // One down_read (or trylock) per fault, each a down + up: 2 writes.
             acq >= fast + slow && writes >= 2 * acq
+        } else if ctx.engine.flags & uapi::VMALAB_CONFIG_KERNEL_LOCK != 0 {
+            // `percpu+sem`: lockdep sees every percpu_down_read; none writes a shared
+            // line (checked below).
+            acq >= fast + slow
         } else {
             acq == 0
         };
@@ -1584,12 +1641,17 @@ fn fast_path_shared_writes(ctx: &Ctx) -> TestResult {
     }
     verify_range(&arena, off, len, Some(4))?;
     match ctx.engine.id {
-        uapi::VMALAB_ENGINE_RWSEM => check(writes >= 2 * (fast + slow) && fast + slow > 0, || {
-            format!(
-                "rwsem: {writes} shared writes for {} faults, want >= 2 each",
-                fast + slow
-            )
-        }),
+        // `rwsem`: down_read + up_read; `pi`: the count's compare-and-swap up and add
+        // down (its rt_mutex only when a writer is in).
+        uapi::VMALAB_ENGINE_RWSEM | uapi::VMALAB_ENGINE_PI => {
+            check(writes >= 2 * (fast + slow) && fast + slow > 0, || {
+                format!(
+                    "{}: {writes} shared writes for {} faults, want >= 2 each",
+                    ctx.engine.name,
+                    fast + slow
+                )
+            })
+        }
         // Zijlstra's lock: every fault goes through `->fault` holding it for read, and
         // with no writer announced a read lock is a per-CPU add and subtract.
         uapi::VMALAB_ENGINE_PERCPU => check(writes == 0 && fast + slow > 0, || {

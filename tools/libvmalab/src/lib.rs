@@ -32,7 +32,8 @@ pub struct EngineSpec {
     pub id: u32,
     /// `VMALAB_CONFIG_*` flags.
     pub flags: u32,
-    /// Display name (`rcu+exp` is `rcu` with `VMALAB_CONFIG_EXPEDITED`).
+    /// Display name (`rcu+exp` is `rcu` with `VMALAB_CONFIG_EXPEDITED`, `percpu+sem`
+    /// is `percpu` with `VMALAB_CONFIG_KERNEL_LOCK`).
     pub name: &'static str,
 }
 
@@ -41,19 +42,32 @@ pub fn engines() -> Vec<EngineSpec> {
     let mut v: Vec<EngineSpec> = (1..uapi::VMALAB_ENGINE_END)
         .filter_map(|id| uapi::engine_name(id).map(|name| EngineSpec { id, flags: 0, name }))
         .collect();
-    let at = v
-        .iter()
-        .position(|e| e.id == uapi::VMALAB_ENGINE_RCU)
-        .map_or(v.len(), |i| i + 1);
-    v.insert(
-        at,
-        EngineSpec {
-            id: uapi::VMALAB_ENGINE_RCU,
-            flags: uapi::VMALAB_CONFIG_EXPEDITED,
-            name: "rcu+exp",
-        },
-    );
+    let configurations = [
+        (
+            uapi::VMALAB_ENGINE_RCU,
+            uapi::VMALAB_CONFIG_EXPEDITED,
+            "rcu+exp",
+        ),
+        (
+            uapi::VMALAB_ENGINE_PERCPU,
+            uapi::VMALAB_CONFIG_KERNEL_LOCK,
+            "percpu+sem",
+        ),
+    ];
+    for (id, flags, name) in configurations {
+        let at = v.iter().position(|e| e.id == id).map_or(v.len(), |i| i + 1);
+        v.insert(at, EngineSpec { id, flags, name });
+    }
     v
+}
+
+/// The name of the configuration with engine `id` and `flags` (`None`: not one of
+/// [`engines`]).
+pub fn engine_spec_name(id: u32, flags: u32) -> Option<&'static str> {
+    engines()
+        .into_iter()
+        .find(|e| e.id == id && e.flags == flags)
+        .map(|e| e.name)
 }
 
 /// Looks an engine configuration up by name.
@@ -202,10 +216,15 @@ impl Device {
     /// `VMALAB_IOC_TEST_HOOKS` (module loaded with `test_hooks=1`): arms protocol
     /// mutants (`VMALAB_MUTANT_*`) and the hold-release delay in this address space.
     pub fn test_hooks(&self, mutants: u32, release_delay_us: u32) -> Result<(), Errno> {
-        let mut h = uapi::VmalabTestHooks {
+        self.set_test_hooks(uapi::VmalabTestHooks {
             mutants,
             release_delay_us,
-        };
+            ..Default::default()
+        })
+    }
+
+    /// `VMALAB_IOC_TEST_HOOKS` with every field given.
+    pub fn set_test_hooks(&self, mut h: uapi::VmalabTestHooks) -> Result<(), Errno> {
         self.ioctl_raw(uapi::VMALAB_IOC_TEST_HOOKS, &mut h as *mut _ as usize)
             .map(drop)
     }

@@ -45,6 +45,11 @@ fn c_header_matches_rust_uapi() {
             "VMALAB_MUTANT_UNLOCKED_INSTALL",
             VMALAB_MUTANT_UNLOCKED_INSTALL as u64,
         ),
+        (
+            "VMALAB_MUTANT_SKIP_RETIRE_WAIT",
+            VMALAB_MUTANT_SKIP_RETIRE_WAIT as u64,
+        ),
+        ("VMALAB_MUTANT_POLL_READ", VMALAB_MUTANT_POLL_READ as u64),
         ("VMALAB_MUTANTS_ALL", VMALAB_MUTANTS_ALL as u64),
         (
             "sizeof(struct vmalab_test_hooks)",
@@ -54,14 +59,23 @@ fn c_header_matches_rust_uapi() {
             "offsetof(struct vmalab_test_hooks, release_delay_us)",
             offset_of!(VmalabTestHooks, release_delay_us) as u64,
         ),
+        (
+            "offsetof(struct vmalab_test_hooks, mkwrite_delay_us)",
+            offset_of!(VmalabTestHooks, mkwrite_delay_us) as u64,
+        ),
         ("VMALAB_MAX_ARENA_SIZE", VMALAB_MAX_ARENA_SIZE),
         ("VMALAB_MAX_REGIONS", VMALAB_MAX_REGIONS),
         ("VMALAB_MAX_REGION_PAGES", VMALAB_MAX_REGION_PAGES),
         ("VMALAB_ENGINE_RWSEM", VMALAB_ENGINE_RWSEM as u64),
         ("VMALAB_ENGINE_PERCPU", VMALAB_ENGINE_PERCPU as u64),
+        ("VMALAB_ENGINE_PI", VMALAB_ENGINE_PI as u64),
         ("VMALAB_ENGINE_END", VMALAB_ENGINE_END as u64),
         ("VMALAB_CTR_PERCPU_LINES", VMALAB_CTR_PERCPU_LINES as u64),
         ("VMALAB_CONFIG_EXPEDITED", VMALAB_CONFIG_EXPEDITED as u64),
+        (
+            "VMALAB_CONFIG_KERNEL_LOCK",
+            VMALAB_CONFIG_KERNEL_LOCK as u64,
+        ),
         ("VMALAB_CONFIG_FLAGS_ALL", VMALAB_CONFIG_FLAGS_ALL as u64),
         (
             "offsetof(struct vmalab_info, regions)",

@@ -238,7 +238,12 @@ fn setup() -> bool {
     let name = std::env::var("VMALAB_PRELOAD_ENGINE").unwrap_or_else(|_| "rcu".into());
     let Some(engine) = vmalab::engine(&name) else {
         return disabled(format_args!(
-            "unknown engine {name:?} (rwsem, rcu, rcu+exp)"
+            "unknown engine {name:?} (one of: {})",
+            vmalab::engines()
+                .iter()
+                .map(|e| e.name)
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     };
     if !uapi::engine_can_modify_mapped(engine.id) {
@@ -324,14 +329,13 @@ extern "C" fn report() {
         ));
     }
     let k = |n: usize| i.counters[n];
-    let name = uapi::engine_name(i.engine).unwrap_or("?");
-    let exp = ["", "+exp"][usize::from(i.flags & uapi::VMALAB_CONFIG_EXPEDITED != 0)];
+    let name = vmalab::engine_spec_name(i.engine, i.flags).unwrap_or("?");
     let (fast, slow) = (
         k(uapi::VMALAB_CTR_FAULT_FAST),
         k(uapi::VMALAB_CTR_FAULT_SLOW),
     );
     say(format_args!(
-        "engine={name}{exp} maps={maps} fallbacks={fb} unmaps={un} protects={pr} passthrough={pass} \
+        "engine={name} maps={maps} fallbacks={fb} unmaps={un} protects={pr} passthrough={pass} \
          faults={} fault_fast={fast} fault_slow={slow} sigbus={} sigsegv={} \
          page_alloc={} regions={}",
         fast + slow,

@@ -10,6 +10,8 @@ use loom::sync::{Condvar, Mutex, RwLock};
 pub mod hold;
 #[path = "../../../../rust/protocol/percpu_rw.rs"]
 pub mod percpu_rw;
+#[path = "../../../../rust/protocol/pi_rw.rs"]
+pub mod pi_rw;
 #[path = "../../../../rust/protocol/rcu_fault.rs"]
 pub mod rcu_fault;
 #[path = "../../../../rust/protocol/reclaim.rs"]
