@@ -370,7 +370,11 @@ fn main() {
         .max()
         .unwrap_or(1)
         .saturating_sub(1);
-    let faulters_list: &[usize] = if run("writer") { &[0, busy] } else { &[] };
+    let faulters_list: &[usize] = match (run("writer"), busy) {
+        (false, _) => &[],
+        (true, 0) => &[0],
+        (true, _) => &[0, busy],
+    };
     for &faulters in faulters_list {
         let variant = if faulters == 0 {
             "idle".to_string()
