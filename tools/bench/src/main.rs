@@ -17,6 +17,9 @@
 //!   unmap; records/s, user/sys time, minor faults. Reference: anonymous mmap/munmap.
 //! - `churn` (small chunks): the same loop with 1-32-page regions and a linear search:
 //!   bound by writer latency.
+//! - `inversion`: priority inversion — a `SCHED_FIFO` thread's fault latency while a
+//!   low-priority writer maps and unmaps and medium-priority hogs run, all on CPU 0
+//!   (`inversion.rs`).
 //! - `memory`: kernel bytes per region and per page.
 //!
 //! What time means is in `VMALAB_MODE` (set by `tools/vm`): under `icount` a
@@ -29,9 +32,11 @@
 //! vmalab-bench [--threads 1,2,4] [--repeat N] [--pages N] [--engine NAME]...
 //!              [--ebizzy-secs S] [--min-faults N] [--min-secs S] [--min-writer-ops N]
 //!              [--max-secs S] [--writer-ops N] [--sections LIST] [--lock-stat]
+//!              [--inversion-secs S] [--hogs N]
 //!              [--out DIR] [--smoke]
 //! ```
 
+mod inversion;
 mod report;
 mod workloads;
 
@@ -45,6 +50,9 @@ struct Opts {
     pages: usize,
     engines: Vec<vmalab::EngineSpec>,
     ebizzy_secs: f64,
+    /// Seconds of each priority-inversion scene, and its hogs.
+    inversion_secs: f64,
+    hogs: usize,
     out: Option<PathBuf>,
     writer_ops: usize,
     point: workloads::PointLength,
@@ -53,12 +61,13 @@ struct Opts {
 }
 
 /// Every section, in run order; all but `kernel-lines` run by default.
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "kernel-lines",
     "faults",
     "writer",
     "ebizzy",
     "churn",
+    "inversion",
     "memory",
 ];
 
@@ -69,6 +78,8 @@ fn parse() -> Opts {
         pages: 2048,
         engines: Vec::new(),
         ebizzy_secs: 2.0,
+        inversion_secs: 3.0,
+        hogs: 2,
         out: std::env::var_os("VMALAB_RESULTS").map(PathBuf::from),
         writer_ops: 1000,
         point: workloads::PointLength {
@@ -91,6 +102,7 @@ fn parse() -> Opts {
             o.repeat = 1;
             o.pages = 64;
             o.ebizzy_secs = 0.2;
+            o.inversion_secs = 0.2;
             o.writer_ops = 10;
             o.point = workloads::PointLength {
                 min_faults: 0,
@@ -111,6 +123,8 @@ fn parse() -> Opts {
             "--repeat" => o.repeat = v.parse().expect("repeat"),
             "--pages" => o.pages = v.parse().expect("pages"),
             "--ebizzy-secs" => o.ebizzy_secs = v.parse().expect("seconds"),
+            "--inversion-secs" => o.inversion_secs = v.parse().expect("seconds"),
+            "--hogs" => o.hogs = v.parse().expect("hogs"),
             "--min-faults" => o.point.min_faults = v.parse().expect("faults"),
             "--min-secs" => o.point.min_secs = v.parse().expect("seconds"),
             "--min-writer-ops" => o.point.min_writer_ops = v.parse().expect("operations"),
@@ -370,16 +384,20 @@ fn main() {
         .max()
         .unwrap_or(1)
         .saturating_sub(1);
-    let faulters_list: &[usize] = match (run("writer"), busy) {
+    // Back to back, idle and with faulters; and idle with 50 ms between cycles (a
+    // writer after a quiet spell: `percpu+sem` pays its grace period again), a tenth as
+    // many cycles.
+    let spaced = Duration::from_millis(50);
+    let variants: &[(usize, Duration)] = match (run("writer"), busy) {
         (false, _) => &[],
-        (true, 0) => &[0],
-        (true, _) => &[0, busy],
+        (true, 0) => &[(0, Duration::ZERO), (0, spaced)],
+        (true, _) => &[(0, Duration::ZERO), (busy, Duration::ZERO), (0, spaced)],
     };
-    for &faulters in faulters_list {
-        let variant = if faulters == 0 {
-            "idle".to_string()
-        } else {
-            format!("{faulters}-faulters")
+    for &(faulters, spacing) in variants {
+        let (variant, ops) = match (faulters, spacing.is_zero()) {
+            (0, true) => ("idle".to_string(), o.writer_ops),
+            (0, false) => ("idle-spaced".to_string(), o.writer_ops.div_ceil(10)),
+            _ => (format!("{faulters}-faulters"), o.writer_ops),
         };
         let mut systems: Vec<System> = engines.iter().copied().filter(|s| !is_floor(s)).collect();
         if faulters == 0 {
@@ -387,7 +405,7 @@ fn main() {
         }
         for sys in systems {
             eprintln!("# writer {variant} {}", sys.name());
-            let w = workloads::writer_latency(sys, o.writer_ops, 16, faulters);
+            let w = workloads::writer_latency(sys, ops, 16, faulters, spacing);
             rep.add("writer", &variant, faulters, sys.name(), "map_us", w.map_us);
             rep.add(
                 "writer",
@@ -458,6 +476,37 @@ fn main() {
             add("sys_s", &|r| r.sys);
             add("minflt", &|r| r.minflt as f64);
             add("ctx_switches", &|r| r.csw as f64);
+        }
+    }
+
+    // Priority inversion: one scene per system and round, rounds interleaved.
+    if run("inversion") {
+        let mut systems: Vec<System> = engines.iter().copied().filter(|s| !is_floor(s)).collect();
+        systems.push(System::Mmap);
+        let mut runs = vec![Vec::new(); systems.len()];
+        for round in 0..o.repeat {
+            for (i, &sys) in systems.iter().enumerate() {
+                eprintln!(
+                    "# inversion {} hogs {} (round {}/{})",
+                    o.hogs,
+                    sys.name(),
+                    round + 1,
+                    o.repeat
+                );
+                runs[i].push(inversion::inversion(sys, o.inversion_secs, o.hogs));
+            }
+        }
+        for (&sys, runs) in systems.iter().zip(runs) {
+            let mut add = |metric: &'static str, f: &dyn Fn(&inversion::InversionRun) -> f64| {
+                let samples = runs.iter().map(f).collect();
+                rep.add_samples("inversion", "rt-fault", o.hogs, sys.name(), metric, samples);
+            };
+            add("max_us", &|r| r.max_us);
+            add("p99_us", &|r| r.p99_us);
+            add("p50_us", &|r| r.p50_us);
+            add("over_1ms", &|r| r.over_1ms as f64);
+            add("faults", &|r| r.faults as f64);
+            add("writer_ops", &|r| r.writer_ops as f64);
         }
     }
 
@@ -615,6 +664,24 @@ fn main() {
             "small-chunk map churn (1-32 pages): writer latency bound, higher is better",
         ),
         ("churn", "sys_s", "CPU seconds"),
+        (
+            "inversion",
+            "max_us",
+            "worst fault of the SCHED_FIFO thread (threads column: hogs), lower is better",
+        ),
+        ("inversion", "p99_us", "99th percentile fault"),
+        ("inversion", "p50_us", "median fault"),
+        (
+            "inversion",
+            "over_1ms",
+            "faults that waited longer than 1 ms (a hog burst is 5 ms)",
+        ),
+        ("inversion", "faults", "timed faults per scene"),
+        (
+            "inversion",
+            "writer_ops",
+            "the low-priority writer's map+unmap pairs per scene",
+        ),
         ("memory", "B/region", "engine-accounted kernel bytes"),
         ("memory", "slab_B/region", "slab growth per region"),
         ("memory", "B/page", "kernel bytes per page beyond the page"),

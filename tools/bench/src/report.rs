@@ -92,7 +92,7 @@ impl Report {
         println!();
         println!("## {section}: {metric} ({unit})");
         println!(
-            "{:<22} {:>7} {:<8} {:>14} {:>9} {:>9} {:>9} {:>12} {:>12}",
+            "{:<22} {:>7} {:<10} {:>14} {:>9} {:>9} {:>9} {:>12} {:>12}",
             "variant", "threads", "system", metric, "/rwsem", "/none", "/kernel", "min", "max"
         );
         for r in rows {
@@ -120,7 +120,7 @@ impl Report {
                 }
             };
             println!(
-                "{:<22} {:>7} {:<8} {:>14} {:>9} {:>9} {:>9} {:>12} {:>12}",
+                "{:<22} {:>7} {:<10} {:>14} {:>9} {:>9} {:>9} {:>12} {:>12}",
                 r.variant,
                 r.threads,
                 r.system,
@@ -197,6 +197,24 @@ impl Report {
             )?;
             written.push(name);
         }
+        // Bar charts of the sections that compare systems at one point.
+        for (section, metric, title) in [(
+            "inversion",
+            "max_us",
+            "priority inversion: worst SCHED_FIFO fault (µs)",
+        )] {
+            let rows: Vec<&Row> = self
+                .rows
+                .iter()
+                .filter(|r| r.section == section && r.metric == metric)
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let name = format!("{section}-{}.svg", metric.replace('/', "-"));
+            std::fs::write(dir.join(&name), bar_chart(title, &rows))?;
+            written.push(name);
+        }
         Ok(written)
     }
 }
@@ -238,6 +256,54 @@ fn fmt_value(v: f64) -> String {
 const COLORS: [&str; 6] = [
     "#d62728", "#1f77b4", "#2ca02c", "#7f7f7f", "#9467bd", "#ff7f0e",
 ];
+
+/// Horizontal bars, one per row (system), labelled with their values and, as whiskers,
+/// the range of the samples.
+fn bar_chart(title: &str, rows: &[&Row]) -> String {
+    let (w, ml, mr, mt, bar, gap) = (640.0, 110.0, 90.0, 40.0, 22.0, 10.0);
+    let h = mt + (bar + gap) * rows.len() as f64 + 30.0;
+    let top = rows
+        .iter()
+        .flat_map(|r| r.samples.iter().copied().chain([r.value]))
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max)
+        .max(1e-9);
+    let x = |v: f64| ml + (w - ml - mr) * (v / top).clamp(0.0, 1.0);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{title}</text>\n",
+        w / 2.0
+    );
+    for (i, r) in rows.iter().enumerate() {
+        let y = mt + (bar + gap) * i as f64;
+        let color = COLORS[i % COLORS.len()];
+        let (lo, hi) = r
+            .samples
+            .iter()
+            .fold((r.value, r.value), |(a, b), &v| (a.min(v), b.max(v)));
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\
+             <rect x=\"{ml}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{bar}\" fill=\"{color}\"/>\
+             <line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"black\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+            ml - 6.0,
+            y + bar / 2.0 + 4.0,
+            r.system,
+            (x(r.value) - ml).max(1.0),
+            x(lo),
+            x(hi),
+            y + bar / 2.0,
+            y + bar / 2.0,
+            x(hi) + 6.0,
+            y + bar / 2.0 + 4.0,
+            fmt_value(r.value)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
 
 fn line_chart(title: &str, rows: &[&Row]) -> String {
     let (w, h, ml, mr, mt, mb) = (640.0, 400.0, 80.0, 120.0, 40.0, 50.0);

@@ -436,11 +436,20 @@ pub struct WriterRun {
 
 /// Writer-side latency: map + touch of a `pages`-page region, an UNMAP of one page in
 /// its middle (a split), and an UNMAP of the rest, `n` times, on an idle space (or
-/// with `faulters` threads re-faulting another region meanwhile). The kernel's
-/// reference (`mmap`) does the same with anonymous `mmap`/`munmap`.
-pub fn writer_latency(sys: System, n: usize, pages: usize, faulters: usize) -> WriterRun {
+/// with `faulters` threads re-faulting another region meanwhile), with `spacing` of
+/// sleep between cycles (zero: back to back; a spacing longer than a few grace periods
+/// lets `percpu+sem`'s `rcu_sync` go idle, so its first writer pays the grace period
+/// again). The kernel's reference (`mmap`) does the same with anonymous
+/// `mmap`/`munmap`.
+pub fn writer_latency(
+    sys: System,
+    n: usize,
+    pages: usize,
+    faulters: usize,
+    spacing: Duration,
+) -> WriterRun {
     let System::Engine(e) = sys else {
-        return mmap_latency(n, pages);
+        return mmap_latency(n, pages, spacing);
     };
     let busy_len = 1024 * PAGE_SIZE;
     let dev = Device::with_engine(e, 64 << 20).expect("open");
@@ -462,6 +471,7 @@ pub fn writer_latency(sys: System, n: usize, pages: usize, faulters: usize) -> W
         }
         let start = Instant::now();
         for _ in 0..n {
+            std::thread::sleep(spacing);
             let t0 = Instant::now();
             let off = dev.map(pages * PAGE_SIZE).expect("map");
             maps.push(t0.elapsed().as_secs_f64() * 1e6);
@@ -519,12 +529,13 @@ fn anon_map_unmap(len: usize) {
     anon_munmap(p, len);
 }
 
-fn mmap_latency(n: usize, pages: usize) -> WriterRun {
+fn mmap_latency(n: usize, pages: usize, spacing: Duration) -> WriterRun {
     let (mut maps, mut unmaps) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let mut splits = Vec::with_capacity(n);
     let len = pages * PAGE_SIZE;
     let start = Instant::now();
     for _ in 0..n {
+        std::thread::sleep(spacing);
         let t0 = Instant::now();
         let p = anon_mmap(len);
         maps.push(t0.elapsed().as_secs_f64() * 1e6);
