@@ -19,7 +19,7 @@
 //! The hogs' duty cycle stays under the RT throttle (95%): the faulter never waits for
 //! the throttle, only for the lock. Every thread is pinned to CPU 0.
 
-use crate::workloads::System;
+use crate::workloads::{anon_mmap, anon_munmap, System};
 use std::{
     sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     time::{Duration, Instant},
@@ -102,27 +102,10 @@ enum Mem {
 // SAFETY: The faulter alone touches the faulting pages; the writer uses its own.
 unsafe impl Sync for Mem {}
 
-fn anon(len: usize) -> *mut u8 {
-    // SAFETY: A fresh private anonymous mapping; touches no existing memory.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert!(p != libc::MAP_FAILED, "mmap");
-    p.cast()
-}
-
 impl Drop for Mem {
     fn drop(&mut self) {
         if let Mem::Anon(p) = *self {
-            // SAFETY: Our own mapping of the faulter's pages, no longer used.
-            unsafe { libc::munmap(p.cast(), PAGES * PAGE_SIZE) };
+            anon_munmap(p, PAGES * PAGE_SIZE);
         }
     }
 }
@@ -137,7 +120,7 @@ impl Mem {
                 let arena = dev.mmap_arena(size).expect("mmap arena");
                 Mem::Arena(dev, arena, off)
             }
-            _ => Mem::Anon(anon(PAGES * PAGE_SIZE)),
+            _ => Mem::Anon(anon_mmap(PAGES * PAGE_SIZE)),
         }
     }
 
@@ -160,12 +143,10 @@ impl Mem {
                 dev.unmap(off, len).expect("writer unmap");
             }
             Mem::Anon(_) => {
-                let p = anon(len);
-                // SAFETY: A fresh writable mapping of `len` bytes, unmapped right after.
-                unsafe {
-                    p.cast::<u64>().write_volatile(1);
-                    libc::munmap(p.cast(), len);
-                }
+                let p = anon_mmap(len);
+                // SAFETY: A fresh writable mapping of at least 8 bytes.
+                unsafe { p.cast::<u64>().write_volatile(1) };
+                anon_munmap(p, len);
             }
         }
     }

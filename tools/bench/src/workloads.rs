@@ -500,7 +500,7 @@ pub fn writer_latency(
 }
 
 /// A fresh private anonymous mapping of `len` bytes (the kernel's own `mmap` path).
-fn anon_mmap(len: usize) -> *mut u8 {
+pub fn anon_mmap(len: usize) -> *mut u8 {
     // SAFETY: Creates a new mapping; touches no existing memory.
     let p = unsafe {
         libc::mmap(
@@ -517,7 +517,7 @@ fn anon_mmap(len: usize) -> *mut u8 {
 }
 
 /// Unmaps a mapping made by [`anon_mmap`].
-fn anon_munmap(p: *mut u8, len: usize) {
+pub fn anon_munmap(p: *mut u8, len: usize) {
     // SAFETY: `p` is a mapping of `len` bytes this thread made and no longer uses.
     unsafe { libc::munmap(p.cast(), len) };
 }
