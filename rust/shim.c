@@ -105,11 +105,15 @@ bool vmalab_pte_mkwrite_same(struct vm_fault *vmf, pte_t *pte)
 	unsigned long addr = vmf->address;
 	pte_t entry;
 
-	if (!pte_same(ptep_get(pte), vmf->orig_pte))
+	/*
+	 * Only a present entry is upgraded: called from anywhere but ->pfn_mkwrite,
+	 * vmf->orig_pte may be none, and none must never become a writable entry. A
+	 * VMA without VM_WRITE never gets here (the access check refuses the write).
+	 */
+	if (!pte_present(vmf->orig_pte) || !(vmf->vma->vm_flags & VM_WRITE) ||
+	    !pte_same(ptep_get(pte), vmf->orig_pte))
 		return false;
-	entry = pte_mkyoung(vmf->orig_pte);
-	if (vmf->vma->vm_flags & VM_WRITE)
-		entry = pte_mkdirty(pte_mkwrite_novma(entry));
+	entry = pte_mkdirty(pte_mkwrite_novma(pte_mkyoung(vmf->orig_pte)));
 	set_pte_at(vmf->vma->vm_mm, addr, pte, entry);
 	update_mmu_cache(vmf->vma, addr, pte);
 	return true;

@@ -78,8 +78,9 @@ mod shim {
             writable: bool,
         ) -> bool;
         /// Under the PTE lock, in `->pfn_mkwrite`: makes the entry `pte` (for
-        /// `vmf->address`) writable and dirty if it still equals `vmf->orig_pte`;
-        /// false if it changed.
+        /// `vmf->address`) writable and dirty if it still equals `vmf->orig_pte` and
+        /// that is a present entry (never a none one) of a `VM_WRITE` VMA; false
+        /// otherwise.
         pub(super) fn vmalab_pte_mkwrite_same(vmf: *const c_void, pte: *mut c_void) -> bool;
         /// `cond_resched()`.
         pub(super) fn vmalab_cond_resched();
