@@ -124,6 +124,7 @@ struct vmalab_info {
 #define VMALAB_CTR_FAULT_SIGSEGV	19
 #define VMALAB_CTR_PROTECT		20
 #define VMALAB_CTR_PERCPU_LINES	21
-#define VMALAB_CTR_DEFINED		22
+#define VMALAB_CTR_READ_WAITS		22
+#define VMALAB_CTR_DEFINED		23
 
 #endif /* _VMALAB_UAPI_H */

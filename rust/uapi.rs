@@ -296,8 +296,11 @@ pub const VMALAB_CTR_PROTECT: usize = 20;
 /// Counter (`percpu`): per-CPU reader counters writers read while summing them (one
 /// line each; Dumazet's O(CPUs) per writer).
 pub const VMALAB_CTR_PERCPU_LINES: usize = 21;
+/// Counter (`rwsem`, `percpu`, `percpu+sem`, `pi`): read locks (faults, `pfn_mkwrite`
+/// lookups) that waited for a writer — on `pi`, each one boosted it.
+pub const VMALAB_CTR_READ_WAITS: usize = 22;
 /// Number of counters currently defined.
-pub const VMALAB_CTR_DEFINED: usize = 22;
+pub const VMALAB_CTR_DEFINED: usize = 23;
 
 /// Counter names, indexed by `VMALAB_CTR_*`.
 pub const COUNTER_NAMES: [&str; VMALAB_CTR_DEFINED] = [
@@ -323,6 +326,7 @@ pub const COUNTER_NAMES: [&str; VMALAB_CTR_DEFINED] = [
     "fault_sigsegv",
     "protect",
     "percpu_lines",
+    "read_waits",
 ];
 
 /// Argument of [`VMALAB_IOC_INFO`].

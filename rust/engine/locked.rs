@@ -37,6 +37,33 @@ use kernel::{
     },
 };
 
+/// What taking a read lock cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ReadCost {
+    /// Writes to cache lines other CPUs write (taking and releasing the lock).
+    pub(crate) shared_writes: u64,
+    /// Whether the reader had to wait for a writer (the lock's slow path).
+    pub(crate) waited: bool,
+}
+
+impl ReadCost {
+    /// `shared_writes` writes, without waiting.
+    pub(crate) const fn fast(shared_writes: u64) -> Self {
+        Self {
+            shared_writes,
+            waited: false,
+        }
+    }
+
+    /// `shared_writes` writes, after waiting for a writer.
+    pub(crate) const fn waited(shared_writes: u64) -> Self {
+        Self {
+            shared_writes,
+            waited: true,
+        }
+    }
+}
+
 /// The lock around a [`LockedEngine`]'s region tree.
 pub(crate) trait TreeLock: Send + Sync {
     /// The engine's UAPI id.
@@ -53,9 +80,8 @@ pub(crate) trait TreeLock: Send + Sync {
     where
         Self: 'a;
 
-    /// Takes the lock for read (may sleep): the guard, and the writes to cache lines
-    /// other CPUs write that taking and releasing it makes (`shared_writes`).
-    fn read(&self) -> (Self::Read<'_>, u64);
+    /// Takes the lock for read (may sleep): the guard, and what it cost.
+    fn read(&self) -> (Self::Read<'_>, ReadCost);
     /// Takes the lock for read if that needs no sleep (atomic context): the guard if
     /// it got one, and the shared-line writes of the attempt (and release).
     fn try_read(&self) -> (Option<Self::Read<'_>>, u64);
@@ -111,8 +137,11 @@ impl<L: TreeLock> LockedEngine<L> {
                 kernel::time::delay::fsleep(kernel::time::Delta::from_micros(1000));
             }
         }
-        let (guard, writes) = self.tree.read();
-        stats.add(uapi::VMALAB_CTR_SHARED_WRITES, writes);
+        let (guard, cost) = self.tree.read();
+        stats.add(uapi::VMALAB_CTR_SHARED_WRITES, cost.shared_writes);
+        if cost.waited {
+            stats.inc(uapi::VMALAB_CTR_READ_WAITS);
+        }
         guard
     }
 }

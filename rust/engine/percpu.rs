@@ -26,7 +26,7 @@
 #![deny(unsafe_code)]
 
 use crate::{
-    engine::locked::{LockedEngine, TreeLock},
+    engine::locked::{LockedEngine, ReadCost, TreeLock},
     percpu_rw::{self, PercpuRwLock},
     percpu_rwsem::{self, new_percpu_rwsem, PercpuRwSem},
     protocol::percpu_rw::ReadPath,
@@ -62,16 +62,13 @@ impl TreeLock for PercpuRwLock<RegionTree> {
     type Read<'a> = percpu_rw::ReadGuard<'a, RegionTree>;
     type Write<'a> = percpu_rw::WriteGuard<'a, RegionTree>;
 
-    fn read(&self) -> (Self::Read<'_>, u64) {
+    fn read(&self) -> (Self::Read<'_>, ReadCost) {
         let (guard, path) = PercpuRwLock::read(self);
-        (
-            guard,
-            if path == ReadPath::Slow {
-                SLOW_WRITES
-            } else {
-                0
-            },
-        )
+        let cost = match path {
+            ReadPath::Slow => ReadCost::waited(SLOW_WRITES),
+            ReadPath::Fast => ReadCost::fast(0),
+        };
+        (guard, cost)
     }
 
     fn try_read(&self) -> (Option<Self::Read<'_>>, u64) {
@@ -92,9 +89,14 @@ impl TreeLock for PercpuRwSem<RegionTree> {
     type Read<'a> = percpu_rwsem::ReadGuard<'a, RegionTree>;
     type Write<'a> = percpu_rwsem::WriteGuard<'a, RegionTree>;
 
-    fn read(&self) -> (Self::Read<'_>, u64) {
+    fn read(&self) -> (Self::Read<'_>, ReadCost) {
         let (guard, queued) = PercpuRwSem::read(self);
-        (guard, if queued { SLOW_WRITES } else { 0 })
+        let cost = if queued {
+            ReadCost::waited(SLOW_WRITES)
+        } else {
+            ReadCost::fast(0)
+        };
+        (guard, cost)
     }
 
     fn try_read(&self) -> (Option<Self::Read<'_>>, u64) {

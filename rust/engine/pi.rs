@@ -25,7 +25,7 @@
 #![deny(unsafe_code)]
 
 use crate::{
-    engine::locked::{LockedEngine, TreeLock},
+    engine::locked::{LockedEngine, ReadCost, TreeLock},
     pi_rw::{self, new_pi_rw, PiRwLock},
     protocol::pi_rw::ReadPath,
     region::RegionTree,
@@ -53,16 +53,13 @@ impl TreeLock for PiRwLock<RegionTree> {
     type Read<'a> = pi_rw::ReadGuard<'a, RegionTree>;
     type Write<'a> = pi_rw::WriteGuard<'a, RegionTree>;
 
-    fn read(&self) -> (Self::Read<'_>, u64) {
+    fn read(&self) -> (Self::Read<'_>, ReadCost) {
         let (guard, path) = PiRwLock::read(self);
-        (
-            guard,
-            if path == ReadPath::Slow {
-                SLOW_WRITES
-            } else {
-                FAST_WRITES
-            },
-        )
+        let cost = match path {
+            ReadPath::Slow => ReadCost::waited(SLOW_WRITES),
+            ReadPath::Fast => ReadCost::fast(FAST_WRITES),
+        };
+        (guard, cost)
     }
 
     fn try_read(&self) -> (Option<Self::Read<'_>>, u64) {

@@ -13,7 +13,7 @@
 #![deny(unsafe_code)]
 
 use crate::{
-    engine::locked::{LockedEngine, TreeLock},
+    engine::locked::{LockedEngine, ReadCost, TreeLock},
     region::RegionTree,
     rwsem::{self, new_rwsem, RwSem},
     uapi,
@@ -39,8 +39,13 @@ impl TreeLock for RwSem<RegionTree> {
     type Read<'a> = rwsem::ReadGuard<'a, RegionTree>;
     type Write<'a> = rwsem::WriteGuard<'a, RegionTree>;
 
-    fn read(&self) -> (Self::Read<'_>, u64) {
-        (RwSem::read(self), LOCK_WRITES)
+    fn read(&self) -> (Self::Read<'_>, ReadCost) {
+        // A try first, to know whether it waits (a failed try is one more atomic
+        // attempt on the shared count).
+        match RwSem::try_read(self) {
+            Some(guard) => (guard, ReadCost::fast(LOCK_WRITES)),
+            None => (RwSem::read(self), ReadCost::waited(LOCK_WRITES + 1)),
+        }
     }
 
     fn try_read(&self) -> (Option<Self::Read<'_>>, u64) {

@@ -24,7 +24,7 @@ use std::{
     sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     time::{Duration, Instant},
 };
-use vmalab::{Device, PAGE_SIZE};
+use vmalab::{uapi, Device, PAGE_SIZE};
 
 /// Priorities (`SCHED_FIFO`).
 const FAULTER_PRIO: i32 = 30;
@@ -50,6 +50,9 @@ pub struct InversionRun {
     pub over_1ms: u64,
     /// MAP+UNMAP pairs the writer completed.
     pub writer_ops: u64,
+    /// Read locks that waited for the writer (`VMALAB_CTR_READ_WAITS`; engines with a
+    /// tree lock — on `pi` each boosted the writer; NaN for `mmap`).
+    pub read_waits: f64,
 }
 
 /// Pins the calling thread to CPU 0 and gives it `policy`/`prio`.
@@ -111,6 +114,16 @@ impl Drop for Mem {
 }
 
 impl Mem {
+    /// The engine's read-wait counter (NaN: not an engine).
+    fn read_waits(&self) -> f64 {
+        match self {
+            Mem::Arena(dev, ..) => {
+                dev.info().expect("info").counters[uapi::VMALAB_CTR_READ_WAITS] as f64
+            }
+            Mem::Anon(_) => f64::NAN,
+        }
+    }
+
     fn new(sys: System) -> Self {
         match sys {
             System::Engine(e) => {
@@ -164,6 +177,7 @@ pub fn inversion(sys: System, secs: f64, hogs: usize) -> InversionRun {
     let mem = Mem::new(sys);
     let stop = AtomicBool::new(false);
     let writer_ops = AtomicU64::new(0);
+    let waits_before = mem.read_waits();
     place(libc::SCHED_FIFO, MAIN_PRIO);
     let lat = std::thread::scope(|s| {
         let (mem, stop, writer_ops) = (&mem, &stop, &writer_ops);
@@ -212,6 +226,7 @@ pub fn inversion(sys: System, secs: f64, hogs: usize) -> InversionRun {
         faulter.join().expect("faulter")
     });
     unplace();
+    let read_waits = mem.read_waits() - waits_before;
     let mut sorted = lat;
     sorted.sort_by(f64::total_cmp);
     InversionRun {
@@ -221,5 +236,6 @@ pub fn inversion(sys: System, secs: f64, hogs: usize) -> InversionRun {
         max_us: sorted.last().copied().unwrap_or(f64::NAN),
         over_1ms: sorted.iter().filter(|&&v| v > 1000.0).count() as u64,
         writer_ops: writer_ops.load(Relaxed),
+        read_waits,
     }
 }

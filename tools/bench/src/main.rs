@@ -507,6 +507,9 @@ fn main() {
             add("over_1ms", &|r| r.over_1ms as f64);
             add("faults", &|r| r.faults as f64);
             add("writer_ops", &|r| r.writer_ops as f64);
+            if let System::Engine(_) = sys {
+                add("read_waits", &|r| r.read_waits);
+            }
         }
     }
 
@@ -681,6 +684,11 @@ fn main() {
             "inversion",
             "writer_ops",
             "the low-priority writer's map+unmap pairs per scene",
+        ),
+        (
+            "inversion",
+            "read_waits",
+            "faults whose read lock waited for the writer (pi: each boosted it)",
         ),
         ("memory", "B/region", "engine-accounted kernel bytes"),
         ("memory", "slab_B/region", "slab growth per region"),
