@@ -14,6 +14,7 @@
 //! ```
 //!
 //! `pi` must show the writer at the faulter's priority (−11) while the faulter waits;
+//! the locks without PI (`rwsem`, `percpu`, `percpu+sem`) must leave it at 20;
 //! with `VMALAB_MUTANT_POLL_READ` (the faulter retries the lock with sleeps instead of
 //! waiting on the `rt_mutex`) the writer stays at 20 — the negative control.
 
@@ -173,6 +174,26 @@ pub fn pi_boosts_writer(ctx: &Ctx) -> TestResult {
     }
     println!(
         "#   boosted: the writer ran at priority {} (the fault took {} ms)",
+        r.writer_min, r.fault_ms
+    );
+    Ok(())
+}
+
+/// `rwsem`, `percpu`, `percpu+sem`: the same scene, and the writer is *not* boosted —
+/// the RT fault waits behind it at the writer's own priority (the inversion the
+/// `inversion` benchmark measures).
+pub fn no_pi_leaves_writer_unboosted(ctx: &Ctx) -> TestResult {
+    let r = run(ctx, 0)?;
+    println!("#   {r:?}");
+    valid(&r)?;
+    if r.writer_min != r.writer_before {
+        return Err(Outcome::Fail(format!(
+            "{}: the writer's priority moved from {} to {}, but this lock has no PI to move it",
+            ctx.engine.name, r.writer_before, r.writer_min
+        )));
+    }
+    println!(
+        "#   not boosted: the writer stayed at {} while a SCHED_FIFO {RT_PRIO} fault waited {} ms",
         r.writer_min, r.fault_ms
     );
     Ok(())

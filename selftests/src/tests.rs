@@ -95,6 +95,13 @@ pub fn suite() -> Vec<Test> {
             applies: |e| e.id == uapi::VMALAB_ENGINE_PI,
             negative: false,
         },
+        Test {
+            name: "no_pi_leaves_writer_unboosted",
+            run: crate::boost::no_pi_leaves_writer_unboosted,
+            timeout: 60,
+            applies: |e| [uapi::VMALAB_ENGINE_RWSEM, uapi::VMALAB_ENGINE_PERCPU].contains(&e.id),
+            negative: false,
+        },
         negative(
             "mutant_skip_zap_is_caught",
             mutant_skip_zap_is_caught,
