@@ -141,10 +141,11 @@ impl<T> PercpuRwSem<T> {
 #[pinned_drop]
 impl<T> PinnedDrop for PercpuRwSem<T> {
     fn drop(self: Pin<&mut Self>) {
-        // SAFETY: `sem` is initialised (type invariant) and, as we are being dropped, no
-        // guard borrows it. `percpu_free_rwsem` frees its per-CPU counters and waits
-        // for a pending `rcu_sync` callback; process context (the owner is dropped
-        // where the file or the engine is released).
+        // `percpu_free_rwsem` frees the per-CPU counters and may wait for a pending
+        // `rcu_sync` callback: the owner is dropped in process context (file or
+        // engine release).
+        // SAFETY: `sem` is initialised (type invariant); being dropped, no guard
+        // borrows it.
         unsafe { bindings::percpu_free_rwsem(self.sem.get()) };
     }
 }
