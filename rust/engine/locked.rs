@@ -117,17 +117,13 @@ impl<L: TreeLock> LockedEngine<L> {
         }? E)
     }
 
-    /// Whether the mutant `bit` is armed.
-    pub(crate) fn mutant(&self, bit: u32) -> bool {
-        self.mutants.load(Relaxed) & bit != 0
-    }
-
     /// Takes the read lock for a fault: normally [`TreeLock::read`]; under
     /// `VMALAB_MUTANT_POLL_READ` by retrying [`TreeLock::try_read`] with a sleep in
     /// between, a wait that lends the writer nothing (the `pi` engine's negative
     /// control: its boost must then be missing).
-    fn read(&self, stats: &Stats) -> L::Read<'_> {
-        if self.mutant(uapi::VMALAB_MUTANT_POLL_READ) {
+    /// `mutants` is the armed set, loaded once by the caller.
+    fn read(&self, stats: &Stats, mutants: u32) -> L::Read<'_> {
+        if mutants & uapi::VMALAB_MUTANT_POLL_READ != 0 {
             loop {
                 let (guard, writes) = self.tree.try_read();
                 stats.add(uapi::VMALAB_CTR_SHARED_WRITES, writes);
@@ -164,8 +160,9 @@ impl<L: TreeLock> Engine for LockedEngine<L> {
     }
 
     fn fault(&self, f: &Fault<'_>, stats: &Stats) -> FaultOutcome {
-        let tree = self.read(stats);
-        if self.mutant(uapi::VMALAB_MUTANT_UNLOCKED_INSTALL) {
+        let mutants = self.mutants.load(Relaxed);
+        let tree = self.read(stats, mutants);
+        if mutants & uapi::VMALAB_MUTANT_UNLOCKED_INSTALL != 0 {
             // Mutant: look up under the lock, install without it.
             let Some((start, region)) = tree.with_region(f.pgoff(), |s, r| (s, r.clone())) else {
                 return FaultOutcome::SigBus;
@@ -178,7 +175,7 @@ impl<L: TreeLock> Engine for LockedEngine<L> {
     }
 
     fn prot_at(&self, pgoff: usize, stats: &Stats) -> Option<Prot> {
-        self.read(stats)
+        self.read(stats, self.mutants.load(Relaxed))
             .with_region(pgoff, |_, region| region.prot())
     }
 
