@@ -65,6 +65,29 @@ impl Backing {
         Some(Self::account(slots.install(i, page)?, stats))
     }
 
+    /// For a fault that cannot sleep where it finds the slot empty (`spf`): produces a
+    /// page for this backing outside any read section — sleeps the slow backing's
+    /// delay, then allocates a zeroed page — to be stored later with [`Self::adopt`].
+    pub(crate) fn prepare(&self, stats: &Stats) -> Result<Page> {
+        if let Backing::Slow { delay_us } = *self {
+            stats.inc(uapi::VMALAB_CTR_SLOW_SLEEP);
+            fsleep(Delta::from_micros(i64::from(delay_us)));
+        }
+        Ok(Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?)
+    }
+
+    /// Stores `page` (from [`Self::prepare`]) in slot `i` unless another fault was
+    /// first (then `page` is freed), and returns the page in the slot. Never sleeps.
+    pub(crate) fn adopt<'a>(
+        &self,
+        slots: &'a PageSlots,
+        i: usize,
+        page: Page,
+        stats: &Stats,
+    ) -> Option<BorrowedPage<'a>> {
+        Some(Self::account(slots.install(i, page)?, stats))
+    }
+
     fn account<'a>(installed: Installed<'a>, stats: &Stats) -> BorrowedPage<'a> {
         match installed {
             Installed::Stored(p) => {

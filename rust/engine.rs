@@ -32,6 +32,12 @@
 //! - `Space` then zaps the range, frees the pages of what was cut out and drops the
 //!   regions. Hence, once the ioctl returns, no thread can reach an old page or write
 //!   through an old protection.
+//! - An engine whose quiesce does not wait ([`Engine::deferred`]: `spf`, `rcu` with
+//!   `VMALAB_CONFIG_DEFERRED`) meets the quiesce contract differently: its faults
+//!   install only under the PTE lock and only if their region is still published
+//!   (`Region::still_published`, which `Space` clears before the zap), so none can
+//!   install for an unpublished region after the zap; the free waits for a grace
+//!   period in a worker instead (`deferred.rs`, [`Engine::reclaim_deferred`]).
 //!
 //! Lock order (all engines): the kernel's `mmap_lock` / per-VMA lock → engine locks.
 //! Writers never take `mmap_lock` while holding an engine lock.
@@ -44,6 +50,7 @@ pub(crate) mod percpu;
 pub(crate) mod pi;
 pub(crate) mod rcu;
 pub(crate) mod rwsem;
+pub(crate) mod spf;
 
 use crate::{
     rcu_tree::Retired,
@@ -130,6 +137,18 @@ pub(crate) trait Engine: Send + Sync {
     /// publish already excluded every fault (a lock every fault holds).
     fn quiesce(&self, _unpublished: &mut Unpublished, _stats: &Stats) {}
 
+    /// Whether the writer's step 4 waits for a grace period in a worker instead of
+    /// the writer (`deferred.rs`): the engine's faults validate every install under the
+    /// PTE lock, and [`Engine::quiesce`] returns at once.
+    fn deferred(&self) -> bool {
+        false
+    }
+
+    /// Deferred reclaim (only if [`Engine::deferred`]), in the worker, after a grace
+    /// period that began after the writer's zap: waits for holds on the entries of
+    /// `unpublished` to drain and frees them.
+    fn reclaim_deferred(&self, _unpublished: &mut Unpublished, _stats: &Stats) {}
+
     /// Test hook (`VMALAB_IOC_TEST_HOOKS`): arms mutants and delays. `EINVAL` for any
     /// the engine does not have. Mutants must stay memory-safe (see `uapi.rs`).
     fn set_test_hooks(&self, hooks: &uapi::VmalabTestHooks) -> Result {
@@ -173,7 +192,7 @@ pub(crate) fn arm_mutants(
     ours: u32,
     mutants: &kernel::sync::atomic::Atomic<u32>,
 ) -> Result {
-    if hooks.mutants & !ours != 0 || hooks.release_delay_us != 0 {
+    if hooks.mutants & !ours != 0 || hooks.release_delay_us != 0 || hooks.install_delay_us != 0 {
         return Err(EINVAL);
     }
     mutants.store(hooks.mutants, kernel::sync::atomic::Relaxed);
@@ -184,10 +203,11 @@ pub(crate) fn arm_mutants(
 /// `arena_pages` pages.
 pub(crate) fn new(id: u32, flags: u32, arena_pages: usize) -> Result<Arc<dyn Engine>> {
     let expedited = flags & uapi::VMALAB_CONFIG_EXPEDITED != 0;
+    let deferred = flags & uapi::VMALAB_CONFIG_DEFERRED != 0;
     Ok(match id {
         uapi::VMALAB_ENGINE_RWSEM => Arc::pin_init(rwsem::new(arena_pages), GFP_KERNEL_ACCOUNT)?,
         uapi::VMALAB_ENGINE_RCU => Arc::pin_init(
-            rcu::RcuEngine::new(arena_pages, expedited),
+            rcu::RcuEngine::new(arena_pages, expedited, deferred),
             GFP_KERNEL_ACCOUNT,
         )?,
         uapi::VMALAB_ENGINE_NONE => {
@@ -198,6 +218,10 @@ pub(crate) fn new(id: u32, flags: u32, arena_pages: usize) -> Result<Arc<dyn Eng
         }
         uapi::VMALAB_ENGINE_PERCPU => Arc::pin_init(percpu::new(arena_pages), GFP_KERNEL_ACCOUNT)?,
         uapi::VMALAB_ENGINE_PI => Arc::pin_init(pi::new(arena_pages), GFP_KERNEL_ACCOUNT)?,
+        uapi::VMALAB_ENGINE_SPF => Arc::pin_init(
+            spf::SpfEngine::new(arena_pages, flags & uapi::VMALAB_CONFIG_REGION_SEQ != 0),
+            GFP_KERNEL_ACCOUNT,
+        )?,
         _ => return Err(EINVAL),
     })
 }

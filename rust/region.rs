@@ -15,12 +15,17 @@ use crate::{
     pages::PageSlots,
     stats::Stats,
     uapi,
-    vm_ops::{Fault, FaultAround, FaultOutcome, Install},
+    vm_ops::{Fault, FaultAround, FaultOutcome, Install, PteTable},
 };
 use kernel::{
+    page::Page,
     prelude::*,
     rbtree::{RBTree, RBTreeNodeReservation},
-    sync::Arc,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        barrier::{smp_mb, Full},
+        Arc,
+    },
 };
 
 /// A region's protection (`VMALAB_PROT_*`).
@@ -46,6 +51,14 @@ pub(crate) enum Prot {
 /// the last VMA is closed); regions removed while a test mutant is armed are parked
 /// until then instead. Its pages therefore outlive every special PTE that maps them.
 ///
+/// Engines whose writers do not wait for faults before the zap (`spf`, `rcu` with
+/// deferred reclaim) keep the rule with two more steps: a writer *retires* every
+/// region it took out ([`Region::retire`], or the engine's sequence count) before its
+/// zap, and their faults install only under the PTE lock and only if their region is
+/// still published ([`Region::still_published`]); and the writer's free runs after a
+/// grace period (and, for `rcu`, after the holds drained) that began after the zap
+/// (`deferred.rs`), so faults still touching the region's slots have finished.
+///
 /// # Invariants
 ///
 /// `first + npages <= pages.len()`, and `npages > 0`.
@@ -55,6 +68,8 @@ pub(crate) struct Region {
     npages: usize,
     backing: Backing,
     prot: Prot,
+    /// 1 once a writer took the region out of the set (before its zap); never reset.
+    retired: Atomic<u32>,
 }
 
 impl Region {
@@ -73,6 +88,7 @@ impl Region {
                 npages,
                 backing,
                 prot: Prot::ReadWrite,
+                retired: Atomic::new(0),
             },
             GFP_KERNEL_ACCOUNT,
         )?)
@@ -92,6 +108,7 @@ impl Region {
                 npages: piece.npages,
                 backing: piece.src.backing,
                 prot: piece.prot,
+                retired: Atomic::new(0),
             },
             GFP_KERNEL_ACCOUNT,
         )?)
@@ -105,6 +122,29 @@ impl Region {
     /// The protection.
     pub(crate) fn prot(&self) -> Prot {
         self.prot
+    }
+
+    /// A writer took this region out of the set: called after its publish and before
+    /// its zap, followed (before the zap) by a full barrier (`Space` bumps its publish
+    /// count with a fully ordered RMW).
+    pub(crate) fn retire(&self) {
+        self.retired.store(1, Relaxed);
+    }
+
+    /// Whether no writer has retired this region. Called under the PTE lock of the
+    /// page a fault is about to install, right before the install.
+    ///
+    /// Why under the PTE lock: a writer retires the region, then zaps, and the zap
+    /// takes the PTE lock of every table in the range that exists. If our lock came
+    /// after the zap's, the lock orders the retire before this load; if before, the
+    /// zap removes what we install. If the zap found no table there (the fault then
+    /// allocated it), the full barrier here and the writer's (between retire and the
+    /// zap's page-table walk) order the two sides as store-buffering: either the
+    /// writer's walk saw our table (and takes our lock after us), or we see the mark.
+    #[inline]
+    pub(crate) fn still_published(&self) -> bool {
+        smp_mb(Full);
+        self.retired.load(Relaxed) == 0
     }
 
     /// Bytes of kernel memory for this region's bookkeeping (not its pages): its Arc
@@ -153,7 +193,16 @@ impl Region {
     /// `start`) that fall in the fault-around window, under the window's PTE lock.
     /// Never sleeps, never allocates. Returns whether the faulting page is mapped.
     /// (Fault-around serves read faults only.)
-    pub(crate) fn map_present(&self, start: usize, f: &FaultAround<'_>, stats: &Stats) -> bool {
+    ///
+    /// `valid` is checked under the PTE lock before anything is installed (see
+    /// [`Region::still_published`]); `|| true` for engines whose writers exclude faults.
+    pub(crate) fn map_present(
+        &self,
+        start: usize,
+        f: &FaultAround<'_>,
+        stats: &Stats,
+        valid: impl Fn() -> bool,
+    ) -> bool {
         let (lo, hi) = f.range();
         let lo = lo.max(start);
         let hi = hi.min(start + self.npages - 1);
@@ -162,6 +211,9 @@ impl Region {
         let Some(ptes) = f.lock_ptes() else {
             return false;
         };
+        if !valid() {
+            return false; // Retired under us: `->fault` looks again.
+        }
         let mut hit = false;
         for pgoff in lo..=hi {
             let Some(page) = self.pages.get(self.first + pgoff - start) else {
@@ -180,12 +232,14 @@ impl Region {
 
     /// Fast step of `->fault`, under `rcu_read_lock()`: maps the faulting page if that
     /// needs no sleep (page present or allocatable with `GFP_NOWAIT`, PTE table
-    /// present). `None` means: take the slow path.
+    /// present). `None` means: take the slow path. `valid` as for
+    /// [`Self::map_present`]; `Retry` if it failed (nothing installed).
     pub(crate) fn fault_atomic(
         &self,
         start: usize,
         f: &Fault<'_>,
         stats: &Stats,
+        valid: impl Fn() -> bool,
     ) -> Option<FaultOutcome> {
         let writable = match self.check_access(f.is_write()) {
             Ok(w) => w,
@@ -195,15 +249,74 @@ impl Region {
             self.backing
                 .populate_atomic(&self.pages, self.first + f.pgoff() - start, stats)?;
         let ptes = f.lock_ptes()?;
+        if !valid() {
+            return Some(FaultOutcome::Retry);
+        }
         // SAFETY: `page` belongs to this region, which outlives its PTEs (ownership
         // rule at `Region`).
         unsafe { ptes.install(f.pgoff(), &page, writable) }.ok()?;
         Some(FaultOutcome::Mapped)
     }
 
+    /// One try of a speculative fault (`spf`), inside an RCU read section, with no
+    /// reference on the region: maps the faulting page if that needs no sleep, using
+    /// the page in `prepared` (zeroed, allocated by an earlier try) for an empty slot.
+    /// What would sleep is left to the caller, outside the read section, before it
+    /// tries again: [`Speculative::NeedPage`] (a page to prepare, after the slow
+    /// backing's delay) or [`Speculative::NeedTable`] (a PTE table to allocate).
+    /// `valid` as for [`Self::map_present`].
+    pub(crate) fn fault_speculative(
+        &self,
+        start: usize,
+        f: &Fault<'_>,
+        stats: &Stats,
+        prepared: &mut Option<Page>,
+        valid: impl Fn() -> bool,
+    ) -> Speculative {
+        let writable = match self.check_access(f.is_write()) {
+            Ok(w) => w,
+            Err(out) => return Speculative::Done(out),
+        };
+        let i = self.first + f.pgoff() - start;
+        let page = match (self.pages.get(i), prepared.take()) {
+            (Some(page), prepared_page) => {
+                *prepared = prepared_page; // Not needed here; maybe on the next try.
+                page
+            }
+            (None, Some(new)) => match self.backing.adopt(&self.pages, i, new, stats) {
+                Some(page) => page,
+                None => return Speculative::Done(FaultOutcome::SigBus), // Out of range: a bug.
+            },
+            (None, None) => match self.backing.populate_atomic(&self.pages, i, stats) {
+                Some(page) => page,
+                None => return Speculative::NeedPage(self.backing),
+            },
+        };
+        let Some(ptes) = f.lock_ptes() else {
+            return Speculative::NeedTable;
+        };
+        if !valid() {
+            return Speculative::Done(FaultOutcome::Retry);
+        }
+        // SAFETY: `page` belongs to this region, which outlives its PTEs (ownership
+        // rule at `Region`: validated under the PTE lock, freed after a grace period
+        // that began after the writer's zap, which cannot end while we are in our read
+        // section).
+        match unsafe { ptes.install(f.pgoff(), &page, writable) } {
+            Ok(_) => Speculative::Done(FaultOutcome::Mapped),
+            Err(_) => Speculative::Done(FaultOutcome::SigBus), // Outside the VMA: a bug.
+        }
+    }
+
     /// Slow path: produces the faulting page if needed (may sleep) and maps it,
-    /// allocating a PTE table if there is none.
-    pub(crate) fn fault(&self, start: usize, f: &Fault<'_>, stats: &Stats) -> FaultOutcome {
+    /// allocating a PTE table if there is none. `valid` as for [`Self::fault_atomic`].
+    pub(crate) fn fault(
+        &self,
+        start: usize,
+        f: &Fault<'_>,
+        stats: &Stats,
+        valid: impl Fn() -> bool,
+    ) -> FaultOutcome {
         let writable = match self.check_access(f.is_write()) {
             Ok(w) => w,
             Err(out) => return out,
@@ -215,13 +328,30 @@ impl Region {
             Ok(page) => page,
             Err(_) => return FaultOutcome::Oom,
         };
-        // SAFETY: `page` belongs to this region, which outlives its PTEs (ownership
-        // rule at `Region`).
-        match f.with_ptes_alloc(|ptes| unsafe { ptes.install(f.pgoff(), &page, writable) }) {
-            Ok(Ok(_)) => FaultOutcome::MappedSlow,
+        let install = |ptes: &PteTable<'_>| {
+            if !valid() {
+                return Ok(None);
+            }
+            // SAFETY: `page` belongs to this region, which outlives its PTEs (ownership
+            // rule at `Region`).
+            unsafe { ptes.install(f.pgoff(), &page, writable) }.map(Some)
+        };
+        match f.with_ptes_alloc(install) {
+            Ok(Ok(Some(_))) => FaultOutcome::MappedSlow,
+            Ok(Ok(None)) => FaultOutcome::Retry,
             Ok(Err(_)) | Err(_) => FaultOutcome::Oom,
         }
     }
+}
+
+/// What one try of a speculative fault ([`Region::fault_speculative`]) came to.
+pub(crate) enum Speculative {
+    /// The fault is resolved (`Retry`: the check under the PTE lock failed).
+    Done(FaultOutcome),
+    /// The page must be produced first, which may sleep: see [`Backing::prepare`].
+    NeedPage(Backing),
+    /// There is no PTE table: allocate one ([`Fault::with_ptes_alloc`]) and try again.
+    NeedTable,
 }
 
 /// Appends `r` to `out`, which the caller made room in. A region that was unlinked

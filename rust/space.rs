@@ -19,17 +19,21 @@
 //! range conflicts with one there waits before it publishes (test
 //! `map_reuses_unmapped_range`).
 //!
+//! Engines that reclaim late (`Engine::deferred`) get their step 4 from a worker after
+//! a grace period (`deferred.rs`); the writer returns after its zap.
+//!
 //! Lock order (see also `engine.rs`): `mmap_lock` → `setup` (taken by `mmap`, which
 //! runs under `mmap_lock`) → engine creation; `setup` is never held while taking
 //! `mmap_lock` or an engine lock of a running engine. `retiring` → engine locks (it
 //! is held across the engine's publish, never while taking `mmap_lock`: the zap runs
-//! after it is dropped). `graveyard` is innermost.
+//! after it is dropped). `graveyard` and `pending` are innermost.
 
 // One kind of `unsafe` here: punching the pages of a departed part of a region
 // (`Region::punch`), in writer step 4 and at release.
 
 use crate::{
     backing::Backing,
+    deferred::{self, Batch, GraceCookie, Pending},
     engine::{self, Budget, Engine, Unpublished},
     protocol::{
         retire::{self, Refused, RetireList, Retiring, Span},
@@ -47,10 +51,11 @@ use kernel::{
     prelude::*,
     sync::{
         aref::ARef,
-        atomic::{Acquire, Atomic, Relaxed, Release},
+        atomic::{Acquire, Atomic, Full, Relaxed},
         Arc, ArcBorrow, CondVar, Mutex, MutexGuard, SetOnce,
     },
     time::{delay::fsleep, Delta, Instant, Monotonic},
+    workqueue::{impl_has_work, new_work, Work, WorkItem},
 };
 
 /// Where the arena is mapped.
@@ -104,6 +109,42 @@ pub(crate) struct Space {
     /// Signalled when a range leaves `retiring`.
     #[pin]
     retired: CondVar,
+    /// Writer leftovers waiting for deferred reclaim (`deferred.rs`).
+    #[pin]
+    pending: Mutex<Pending>,
+    /// Signalled when the worker finished batches of `pending`.
+    #[pin]
+    reclaimed: CondVar,
+    /// The deferred-reclaim work item, queued on the module's workqueue.
+    #[pin]
+    reclaim_work: Work<Space>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for Space { self.reclaim_work }
+}
+
+/// The deferred-reclaim worker (`deferred.rs`, step 2).
+impl WorkItem for Space {
+    type Pointer = Arc<Space>;
+
+    fn run(this: Arc<Space>) {
+        loop {
+            let batches = core::mem::take(&mut this.pending.lock().batches);
+            let Some(newest) = batches.last() else {
+                return;
+            };
+            // Cookies only grow: the newest one's grace period covers every batch.
+            newest.cookie.wait();
+            let n = batches.len() as u64;
+            for batch in batches {
+                this.reclaim(batch);
+            }
+            this.stats.add(uapi::VMALAB_CTR_DEFERRED_FREES, n);
+            this.pending.lock().done += n;
+            this.reclaimed.notify_all();
+        }
+    }
 }
 
 /// Set in [`Space::mutants`] for good once a test mutant was armed: a fault that a
@@ -113,7 +154,7 @@ const TAINTED: u32 = 1 << 31;
 
 /// One writer operation: the space's and the engine's sides of `protocol/writer.rs`.
 struct WriterOp<'a> {
-    space: &'a Space,
+    space: ArcBorrow<'a, Space>,
     engine: &'a dyn Engine,
     /// Taken by the publish.
     change: Option<Change>,
@@ -175,7 +216,7 @@ impl Retiring for MutexGuard<'_, KVec<(usize, usize)>> {
 }
 
 impl<'a> WriterOp<'a> {
-    fn new(space: &'a Space, engine: &'a dyn Engine, change: Change) -> Self {
+    fn new(space: ArcBorrow<'a, Space>, engine: &'a dyn Engine, change: Change) -> Self {
         Self {
             space,
             engine,
@@ -224,16 +265,21 @@ impl Writer for WriterOp<'_> {
             // The ioctl restarts after the handler (or the task dies): nothing changed.
             Refused::Interrupted => ERESTARTSYS,
         };
-        let (out, retiring) =
-            retire::publish(self.space, span_of(&change), skip_wait, refused, || {
-                let out = self.engine.publish(change, self.space, &self.space.stats)?;
-                let range = (!out.regions.is_empty()).then_some((out.start, out.end));
-                if range.is_some() {
-                    // Release: a `mkwrite` that sees the new count sees the new set.
-                    self.space.publishes.fetch_add(1, Release);
+        let space = &*self.space;
+        let (out, retiring) = retire::publish(space, span_of(&change), skip_wait, refused, || {
+            let out = self.engine.publish(change, space, &space.stats)?;
+            let range = (!out.regions.is_empty()).then_some((out.start, out.end));
+            if range.is_some() {
+                for (_, r) in out.regions.iter() {
+                    r.retire();
                 }
-                Ok((out, range))
-            })?;
+                // Fully ordered: a `mkwrite` that sees the new count sees the new set,
+                // and the retire marks above are visible before the zap's page-table
+                // walk (`Region::still_published`).
+                space.publishes.fetch_add(1, Full);
+            }
+            Ok((out, range))
+        })?;
         self.retiring = retiring;
         if is_map && !out.regions.is_empty() {
             let n = out.regions.len() as u64;
@@ -254,8 +300,16 @@ impl Writer for WriterOp<'_> {
     }
 
     fn free(&mut self, unpublished: Unpublished) {
+        if self.engine.deferred() && !unpublished.regions.is_empty() {
+            // Zapped, and every install of the engine is checked against the retire:
+            // nothing can map what left any more, so other writers need not wait for
+            // the grace period either.
+            retire::finish(&*self.space, self.retiring.take());
+            Space::defer(self.space, unpublished, self.mutants);
+            return;
+        }
         self.space.free_unpublished(unpublished, self.mutants);
-        retire::finish(self.space, self.retiring.take());
+        retire::finish(&*self.space, self.retiring.take());
     }
 }
 
@@ -301,6 +355,9 @@ impl Space {
                 graveyard <- new_mutex!(KVec::new(), "vmalab_space_graveyard"),
                 retiring <- new_mutex!(KVec::new(), "vmalab_space_retiring"),
                 retired <- new_condvar!("vmalab_space_retired"),
+                pending <- new_mutex!(Pending::new(), "vmalab_space_pending"),
+                reclaimed <- new_condvar!("vmalab_space_reclaimed"),
+                reclaim_work <- new_work!("vmalab_space_reclaim"),
             }),
             GFP_KERNEL_ACCOUNT,
         )
@@ -439,6 +496,7 @@ impl Space {
             FaultOutcome::SigBus => uapi::VMALAB_CTR_FAULT_SIGBUS,
             FaultOutcome::SigSegv => uapi::VMALAB_CTR_FAULT_SIGSEGV,
             FaultOutcome::Oom => uapi::VMALAB_CTR_FAULT_OOM,
+            FaultOutcome::Retry => uapi::VMALAB_CTR_FAULT_RETRY,
         });
         out
     }
@@ -495,14 +553,14 @@ impl Space {
     }
 
     /// `VMALAB_IOC_MAP`: creates a region; writes its offset back into `m`.
-    pub(crate) fn map(&self, m: &mut uapi::VmalabMap) -> Result {
+    pub(crate) fn map(this: ArcBorrow<'_, Self>, m: &mut uapi::VmalabMap) -> Result {
         let t0 = Instant::<Monotonic>::now();
         if m.reserved != 0 || m.flags & !uapi::VMALAB_MAP_FLAGS_ALL != 0 {
             return Err(EINVAL);
         }
         let backing = Backing::from_uapi(m.backing, m.delay_us)?;
-        let engine = self.engine()?;
-        let arena_pages = self.setup.lock().arena_pages;
+        let engine = this.engine()?;
+        let arena_pages = this.setup.lock().arena_pages;
         let npages = pages_of(m.length)?;
         if npages == 0 || npages > arena_pages {
             return Err(EINVAL);
@@ -517,32 +575,32 @@ impl Space {
             }
             _ => return Err(EINVAL),
         };
-        if !self.pages_fit(npages) {
+        if !this.pages_fit(npages) {
             return Err(ENOMEM);
         }
         let region = Region::new(npages, backing)?;
-        let mut op = WriterOp::new(self, engine, Change::Map(region, placement));
+        let mut op = WriterOp::new(this, engine, Change::Map(region, placement));
         op.run()?;
-        self.stats.inc(uapi::VMALAB_CTR_MAP);
-        self.account_writer(t0);
+        this.stats.inc(uapi::VMALAB_CTR_MAP);
+        this.account_writer(t0);
         m.offset = (op.start as u64) << PAGE_SHIFT;
         Ok(())
     }
 
     /// `VMALAB_IOC_UNMAP`.
-    pub(crate) fn unmap(&self, u: &uapi::VmalabUnmap) -> Result {
+    pub(crate) fn unmap(this: ArcBorrow<'_, Self>, u: &uapi::VmalabUnmap) -> Result {
         let t0 = Instant::<Monotonic>::now();
-        let engine = self.engine()?;
-        let arena_pages = self.setup.lock().arena_pages;
+        let engine = this.engine()?;
+        let arena_pages = this.setup.lock().arena_pages;
         let (start, end) = range_of(u.offset, u.length, arena_pages)?;
-        WriterOp::new(self, engine, Change::Unmap(start, end)).run()?;
-        self.stats.inc(uapi::VMALAB_CTR_UNMAP);
-        self.account_writer(t0);
+        WriterOp::new(this, engine, Change::Unmap(start, end)).run()?;
+        this.stats.inc(uapi::VMALAB_CTR_UNMAP);
+        this.account_writer(t0);
         Ok(())
     }
 
     /// `VMALAB_IOC_PROTECT`.
-    pub(crate) fn protect(&self, p: &uapi::VmalabProtect) -> Result {
+    pub(crate) fn protect(this: ArcBorrow<'_, Self>, p: &uapi::VmalabProtect) -> Result {
         let t0 = Instant::<Monotonic>::now();
         let prot = match p.prot {
             _ if p.reserved != 0 => return Err(EINVAL),
@@ -550,12 +608,12 @@ impl Space {
             uapi::VMALAB_PROT_READ_WRITE => Prot::ReadWrite,
             _ => return Err(EINVAL),
         };
-        let engine = self.engine()?;
-        let arena_pages = self.setup.lock().arena_pages;
+        let engine = this.engine()?;
+        let arena_pages = this.setup.lock().arena_pages;
         let (start, end) = range_of(p.offset, p.length, arena_pages)?;
-        WriterOp::new(self, engine, Change::Protect(start, end, prot)).run()?;
-        self.stats.inc(uapi::VMALAB_CTR_PROTECT);
-        self.account_writer(t0);
+        WriterOp::new(this, engine, Change::Protect(start, end, prot)).run()?;
+        this.stats.inc(uapi::VMALAB_CTR_PROTECT);
+        this.account_writer(t0);
         Ok(())
     }
 
@@ -611,6 +669,63 @@ impl Space {
         }
     }
 
+    /// Deferred reclaim, step 1 (`deferred.rs`): after the zap, queues what a writer
+    /// took out for the worker. If the list cannot grow (or there is no workqueue), the
+    /// writer reclaims it itself, waiting for the grace period.
+    fn defer(this: ArcBorrow<'_, Self>, unpublished: Unpublished, mutants: u32) {
+        let batch = Batch {
+            cookie: GraceCookie::now(),
+            unpublished,
+            mutants,
+        };
+        let queue = deferred::queue();
+        let mut pending = this.pending.lock();
+        if queue.is_none() || pending.batches.reserve(1, GFP_KERNEL).is_err() {
+            drop(pending);
+            batch.cookie.wait();
+            this.reclaim(batch);
+            return;
+        }
+        // Cannot fail: room was made just above, under the same lock.
+        let _ = pending.batches.push_within_capacity(batch);
+        pending.queued += 1;
+        drop(pending);
+        if let Some(queue) = queue {
+            // `Err` means the work item is queued already and has not started: it
+            // will take this batch too.
+            let _ = queue.enqueue(Arc::from(this));
+        }
+    }
+
+    /// Deferred reclaim, step 2 for one batch whose grace period has elapsed: the
+    /// engine drains holds and frees its entries, then the regions go as in step 4.
+    fn reclaim(&self, mut batch: Batch) {
+        if let Some(engine) = self.engine.as_ref() {
+            engine.reclaim_deferred(&mut batch.unpublished, &self.stats);
+        }
+        self.free_unpublished(batch.unpublished, batch.mutants);
+    }
+
+    /// Waits until every batch queued for deferred reclaim so far is freed;
+    /// `ERESTARTSYS` if `interruptible` and a signal came.
+    fn wait_reclaimed(&self, interruptible: bool) -> Result {
+        let mut pending = self.pending.lock();
+        let target = pending.queued;
+        while pending.done < target {
+            if !interruptible {
+                self.reclaimed.wait(&mut pending);
+            } else if self.reclaimed.wait_interruptible(&mut pending) {
+                return Err(ERESTARTSYS);
+            }
+        }
+        Ok(())
+    }
+
+    /// `VMALAB_IOC_SYNC`.
+    pub(crate) fn sync(&self) -> Result {
+        self.wait_reclaimed(true)
+    }
+
     /// Keeps regions until the space goes (test mutants).
     fn park(&self, regions: KVec<(usize, Arc<Region>)>) {
         let mut graveyard = self.graveyard.lock();
@@ -656,6 +771,7 @@ impl Space {
         if h.mutants & !uapi::VMALAB_MUTANTS_ALL != 0
             || h.release_delay_us > uapi::VMALAB_MAX_DELAY_US
             || h.mkwrite_delay_us > uapi::VMALAB_MAX_DELAY_US
+            || h.install_delay_us > uapi::VMALAB_MAX_SPIN_US
         {
             return Err(EINVAL);
         }
@@ -674,6 +790,9 @@ impl Space {
     /// The file is being released: no VMA references the space any more (each held a
     /// reference), so drop every region and free its pages.
     pub(crate) fn release(&self) {
+        // What writers handed to the worker is freed first (its regions are no longer
+        // in the engine, which `drain` below empties).
+        let _ = self.wait_reclaimed(false);
         if let Some(e) = self.engine.as_ref() {
             let mut removed = KVec::new();
             // Cannot fail for lack of memory in a way we could report; regions left in

@@ -14,7 +14,10 @@
 
 #define VMALAB_CONFIG_EXPEDITED	(1u << 0)	/* rcu: synchronize_rcu_expedited */
 #define VMALAB_CONFIG_KERNEL_LOCK	(1u << 1)	/* percpu: percpu_rw_semaphore */
-#define VMALAB_CONFIG_FLAGS_ALL	(VMALAB_CONFIG_EXPEDITED | VMALAB_CONFIG_KERNEL_LOCK)
+#define VMALAB_CONFIG_DEFERRED	(1u << 2)	/* rcu: no grace-period wait in writers */
+#define VMALAB_CONFIG_REGION_SEQ	(1u << 3)	/* spf: per-region check */
+#define VMALAB_CONFIG_FLAGS_ALL	(VMALAB_CONFIG_EXPEDITED | VMALAB_CONFIG_KERNEL_LOCK | \
+				 VMALAB_CONFIG_DEFERRED | VMALAB_CONFIG_REGION_SEQ)
 
 struct vmalab_config {
 	__u32 engine;		/* VMALAB_ENGINE_*, 0 = module default */
@@ -62,12 +65,15 @@ struct vmalab_protect {
 #define VMALAB_MUTANT_UNLOCKED_INSTALL	(1u << 3)
 #define VMALAB_MUTANT_SKIP_RETIRE_WAIT	(1u << 4)
 #define VMALAB_MUTANT_POLL_READ		(1u << 5)
-#define VMALAB_MUTANTS_ALL		((1u << 6) - 1)
+#define VMALAB_MUTANT_SKIP_VALIDATE	(1u << 6)
+#define VMALAB_MUTANTS_ALL		((1u << 7) - 1)
+#define VMALAB_MAX_SPIN_US		1000
 
 struct vmalab_test_hooks {
 	__u32 mutants;
 	__u32 release_delay_us;
 	__u32 mkwrite_delay_us;
+	__u32 install_delay_us;
 };
 
 /* Limits: EINVAL above the arena size, ENOMEM beyond the per-file budgets. */
@@ -92,6 +98,7 @@ struct vmalab_info {
 #define VMALAB_IOC_UNMAP	_IOW(VMALAB_IOC_MAGIC, 0x03, struct vmalab_unmap)
 #define VMALAB_IOC_INFO		_IOR(VMALAB_IOC_MAGIC, 0x04, struct vmalab_info)
 #define VMALAB_IOC_PROTECT	_IOW(VMALAB_IOC_MAGIC, 0x05, struct vmalab_protect)
+#define VMALAB_IOC_SYNC		_IO(VMALAB_IOC_MAGIC, 0x06)
 #define VMALAB_IOC_TEST_WARN	_IO(VMALAB_IOC_MAGIC, 0x3f)
 #define VMALAB_IOC_TEST_HOOKS	_IOW(VMALAB_IOC_MAGIC, 0x3e, struct vmalab_test_hooks)
 
@@ -100,7 +107,8 @@ struct vmalab_info {
 #define VMALAB_ENGINE_NONE	3
 #define VMALAB_ENGINE_PERCPU	4
 #define VMALAB_ENGINE_PI	5
-#define VMALAB_ENGINE_END	6
+#define VMALAB_ENGINE_SPF	6
+#define VMALAB_ENGINE_END	7
 
 #define VMALAB_CTR_FAULT_FAST		0
 #define VMALAB_CTR_FAULT_SLOW		1
@@ -125,6 +133,8 @@ struct vmalab_info {
 #define VMALAB_CTR_PROTECT		20
 #define VMALAB_CTR_PERCPU_LINES	21
 #define VMALAB_CTR_READ_WAITS		22
-#define VMALAB_CTR_DEFINED		23
+#define VMALAB_CTR_FAULT_FALLBACK	23
+#define VMALAB_CTR_DEFERRED_FREES	24
+#define VMALAB_CTR_DEFINED		25
 
 #endif /* _VMALAB_UAPI_H */

@@ -53,6 +53,12 @@ pub const VMALAB_IOC_UNMAP: u32 = ioc(IOC_WRITE, 0x03, core::mem::size_of::<Vmal
 /// Changes the protection of a range, splitting the regions at its ends (like
 /// `mprotect`).
 pub const VMALAB_IOC_PROTECT: u32 = ioc(IOC_WRITE, 0x05, core::mem::size_of::<VmalabProtect>());
+/// Waits until the memory that writers of this address space handed to deferred
+/// reclaim before the call (engines `spf` and `rcu` with
+/// [`VMALAB_CONFIG_DEFERRED`], whose UNMAP returns before a grace period) has been
+/// freed, so that [`VmalabInfo::pages`] and the counters account for it. Returns at
+/// once for other engines; `ERESTARTSYS` if a signal comes while it waits.
+pub const VMALAB_IOC_SYNC: u32 = ioc(0, 0x06, 0);
 /// Reads the engine, the arena size and the counters.
 pub const VMALAB_IOC_INFO: u32 = ioc(IOC_READ, 0x04, core::mem::size_of::<VmalabInfo>());
 /// Test-only: makes the module emit a kernel `WARNING` (needs `test_hooks=1`), so that
@@ -81,8 +87,13 @@ pub const VMALAB_MUTANT_SKIP_RETIRE_WAIT: u32 = 1 << 4;
 /// Mutant (`pi`): a fault waits for a writer by retrying the read lock with sleeps in
 /// between instead of on the writer's `rt_mutex`, so it no longer boosts the writer.
 pub const VMALAB_MUTANT_POLL_READ: u32 = 1 << 5;
+/// Mutant (`spf`, `rcu` with [`VMALAB_CONFIG_DEFERRED`]): faults install their PTE
+/// without checking, under the PTE lock, that no writer took their region out since
+/// they looked it up; a fault that found a region before an UNMAP can map its page
+/// after the UNMAP's zap.
+pub const VMALAB_MUTANT_SKIP_VALIDATE: u32 = 1 << 6;
 /// All mutant bits.
-pub const VMALAB_MUTANTS_ALL: u32 = (1 << 6) - 1;
+pub const VMALAB_MUTANTS_ALL: u32 = (1 << 7) - 1;
 
 /// Argument of [`VMALAB_IOC_TEST_HOOKS`]. Mutants keep the module memory-safe: regions
 /// (and `rcu` entries) a mutant writer removes are kept until the file is released, and
@@ -100,7 +111,16 @@ pub struct VmalabTestHooks {
     /// protection up and making the PTE writable (at most [`VMALAB_MAX_DELAY_US`]; 0:
     /// off). Widens the window in which a writer can change the protection.
     pub mkwrite_delay_us: u32,
+    /// `spf`, `rcu` with [`VMALAB_CONFIG_DEFERRED`]: microseconds a fault spins
+    /// (inside its RCU read section) between looking its region up and taking the PTE
+    /// lock to install (at most [`VMALAB_MAX_SPIN_US`]; 0: off). Widens the window in
+    /// which a writer can publish and zap under it.
+    pub install_delay_us: u32,
 }
+
+/// Largest accepted [`VmalabTestHooks::install_delay_us`] (a busy wait in an RCU read
+/// section).
+pub const VMALAB_MAX_SPIN_US: u32 = 1_000;
 
 /// Largest arena (bytes): 128 TiB, the x86-64 user address space. `EINVAL` above.
 pub const VMALAB_MAX_ARENA_SIZE: u64 = 1 << 47;
@@ -126,8 +146,13 @@ pub const VMALAB_ENGINE_PERCPU: u32 = 4;
 /// tree: a fault that waits for a writer sleeps on an `rt_mutex` the writer owns and
 /// lends it its priority.
 pub const VMALAB_ENGINE_PI: u32 = 5;
+/// Engine: Lespinasse's speculative faults (2021): a fault takes no lock; it reads the
+/// arena's sequence count, looks its region up under RCU, prepares the page, and
+/// installs the PTE only if, under the PTE lock, no writer took a region out since;
+/// otherwise it retries, and after a few failed tries takes the writers' mutex.
+pub const VMALAB_ENGINE_SPF: u32 = 6;
 /// Engine ids are dense from 1; this is one past the last valid id.
-pub const VMALAB_ENGINE_END: u32 = 6;
+pub const VMALAB_ENGINE_END: u32 = 7;
 
 /// Returns the name of an engine id, or `None` for an unknown id.
 pub const fn engine_name(id: u32) -> Option<&'static str> {
@@ -137,6 +162,7 @@ pub const fn engine_name(id: u32) -> Option<&'static str> {
         VMALAB_ENGINE_NONE => Some("none"),
         VMALAB_ENGINE_PERCPU => Some("percpu"),
         VMALAB_ENGINE_PI => Some("pi"),
+        VMALAB_ENGINE_SPF => Some("spf"),
         _ => None,
     }
 }
@@ -152,9 +178,21 @@ pub const VMALAB_CONFIG_EXPEDITED: u32 = 1 << 0;
 /// Config flag: the `percpu` engine runs on the kernel's `percpu_rw_semaphore` instead
 /// of Zijlstra's 2007 rw_mutex (configuration `percpu+sem`).
 pub const VMALAB_CONFIG_KERNEL_LOCK: u32 = 1 << 1;
+/// Config flag: the `rcu` engine's writers do not wait for a grace period: faults
+/// check under the PTE lock that their region is still published, and the memory of
+/// what a writer took out is freed after a grace period by a worker (configuration
+/// `rcu+def`; see [`VMALAB_IOC_SYNC`]).
+pub const VMALAB_CONFIG_DEFERRED: u32 = 1 << 2;
+/// Config flag: the `spf` engine checks a per-region mark instead of the arena-wide
+/// sequence count, so a writer makes only the faults on the regions it takes out
+/// retry (configuration `spf+region`).
+pub const VMALAB_CONFIG_REGION_SEQ: u32 = 1 << 3;
 /// All valid [`VmalabConfig::flags`] bits (a flag is ignored by the engines it does not
 /// name).
-pub const VMALAB_CONFIG_FLAGS_ALL: u32 = VMALAB_CONFIG_EXPEDITED | VMALAB_CONFIG_KERNEL_LOCK;
+pub const VMALAB_CONFIG_FLAGS_ALL: u32 = VMALAB_CONFIG_EXPEDITED
+    | VMALAB_CONFIG_KERNEL_LOCK
+    | VMALAB_CONFIG_DEFERRED
+    | VMALAB_CONFIG_REGION_SEQ;
 
 /// Argument of [`VMALAB_IOC_CONFIG`].
 #[repr(C)]
@@ -256,7 +294,9 @@ pub const VMALAB_CTR_FAULT_FAST: usize = 0;
 pub const VMALAB_CTR_FAULT_SLOW: usize = 1;
 /// Counter: faults answered with `SIGBUS` (no region at the address).
 pub const VMALAB_CTR_FAULT_SIGBUS: usize = 2;
-/// Counter: faults answered with `VM_FAULT_RETRY`.
+/// Counter (`spf`, `rcu` with [`VMALAB_CONFIG_DEFERRED`]): fault attempts whose
+/// check under the PTE lock found that a writer had taken their region out (nothing
+/// installed; `spf` tries again, `rcu` lets the access fault again).
 pub const VMALAB_CTR_FAULT_RETRY: usize = 3;
 /// Counter: faults answered with `VM_FAULT_OOM`.
 pub const VMALAB_CTR_FAULT_OOM: usize = 4;
@@ -299,8 +339,14 @@ pub const VMALAB_CTR_PERCPU_LINES: usize = 21;
 /// Counter (`rwsem`, `percpu`, `percpu+sem`, `pi`): read locks (faults, `pfn_mkwrite`
 /// lookups) that waited for a writer — on `pi`, each one boosted it.
 pub const VMALAB_CTR_READ_WAITS: usize = 22;
+/// Counter (`spf`): faults that gave up speculating after repeated retries and took
+/// the writers' mutex.
+pub const VMALAB_CTR_FAULT_FALLBACK: usize = 23;
+/// Counter (`spf`, `rcu` with [`VMALAB_CONFIG_DEFERRED`]): writer operations whose
+/// memory a worker freed after a grace period (deferred reclaim).
+pub const VMALAB_CTR_DEFERRED_FREES: usize = 24;
 /// Number of counters currently defined.
-pub const VMALAB_CTR_DEFINED: usize = 23;
+pub const VMALAB_CTR_DEFINED: usize = 25;
 
 /// Counter names, indexed by `VMALAB_CTR_*`.
 pub const COUNTER_NAMES: [&str; VMALAB_CTR_DEFINED] = [
@@ -327,6 +373,8 @@ pub const COUNTER_NAMES: [&str; VMALAB_CTR_DEFINED] = [
     "protect",
     "percpu_lines",
     "read_waits",
+    "fault_fallback",
+    "deferred_frees",
 ];
 
 /// Argument of [`VMALAB_IOC_INFO`].

@@ -107,12 +107,17 @@ pub(crate) enum FaultOutcome {
     SigSegv,
     /// Out of memory.
     Oom,
+    /// Nothing installed: the check under the PTE lock found that a writer took the
+    /// region out after the fault looked it up. The access faults again and finds the
+    /// new region set.
+    Retry,
 }
 
 impl FaultOutcome {
     fn to_raw(self) -> bindings::vm_fault_t {
         (match self {
-            FaultOutcome::Mapped | FaultOutcome::MappedSlow => {
+            // `Retry`: no PTE, so the access faults again once we return.
+            FaultOutcome::Mapped | FaultOutcome::MappedSlow | FaultOutcome::Retry => {
                 bindings::vm_fault_reason_VM_FAULT_NOPAGE
             }
             FaultOutcome::SigBus => bindings::vm_fault_reason_VM_FAULT_SIGBUS,

@@ -14,6 +14,7 @@
 //! `stats.rs` holds per-CPU counters; `uapi.rs` is the ABI shared with user space.
 
 mod backing;
+mod deferred;
 mod engine;
 mod pages;
 mod percpu_rw;
@@ -75,14 +76,19 @@ unsafe impl AsBytes for uapi::VmalabInfo {}
 
 #[pin_data]
 struct VmalabModule {
+    /// Dropped first: no file can be opened once it is gone (and none is open).
     #[pin]
     _miscdev: MiscDeviceRegistration<VmalabDevice>,
+    /// Dropped last: waits for every deferred-reclaim work item to finish.
+    _reclaim: deferred::ReclaimQueue,
 }
 
 impl kernel::InPlaceModule for VmalabModule {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
         let options = MiscDeviceOptions { name: c"vmalab" };
         try_pin_init!(Self {
+            // Before the device exists, so that every space can queue work.
+            _reclaim: deferred::ReclaimQueue::new()?,
             _miscdev <- MiscDeviceRegistration::register(options),
         })
     }
@@ -119,14 +125,15 @@ impl MiscDevice for VmalabDevice {
                 // Write the argument back unchanged first: an argument the caller
                 // cannot write fails here, before anything changes.
                 slice().writer().write(&m)?;
-                space.map(&mut m)?;
+                Space::map(space, &mut m)?;
                 // If this write fails now (the argument was unmapped meanwhile), the
                 // region stands, as a successful mmap does (see `uapi.rs`): undoing
                 // it by offset could remove a region another thread put there since.
                 slice().writer().write(&m)?;
             }
-            uapi::VMALAB_IOC_UNMAP => space.unmap(&user.reader().read()?)?,
-            uapi::VMALAB_IOC_PROTECT => space.protect(&user.reader().read()?)?,
+            uapi::VMALAB_IOC_UNMAP => Space::unmap(space, &user.reader().read()?)?,
+            uapi::VMALAB_IOC_PROTECT => Space::protect(space, &user.reader().read()?)?,
+            uapi::VMALAB_IOC_SYNC => space.sync()?,
             uapi::VMALAB_IOC_INFO => user.writer().write(&space.info())?,
             uapi::VMALAB_IOC_TEST_HOOKS => {
                 if !module_parameters::test_hooks.value() {

@@ -154,7 +154,7 @@ impl<L: TreeLock> Engine for LockedEngine<L> {
             return false;
         };
         tree.with_region(f.pgoff(), |start, region| {
-            region.map_present(start, f, stats)
+            region.map_present(start, f, stats, || true)
         })
         .unwrap_or(false)
     }
@@ -168,10 +168,12 @@ impl<L: TreeLock> Engine for LockedEngine<L> {
                 return FaultOutcome::SigBus;
             };
             drop(tree);
-            return region.fault(start, f, stats);
+            return region.fault(start, f, stats, || true);
         }
-        tree.with_region(f.pgoff(), |start, region| region.fault(start, f, stats))
-            .unwrap_or(FaultOutcome::SigBus)
+        tree.with_region(f.pgoff(), |start, region| {
+            region.fault(start, f, stats, || true)
+        })
+        .unwrap_or(FaultOutcome::SigBus)
     }
 
     fn prot_at(&self, pgoff: usize, stats: &Stats) -> Option<Prot> {

@@ -65,7 +65,7 @@ impl Engine for NoneEngine {
 
     fn map_pages(&self, f: &FaultAround<'_>, stats: &Stats) -> bool {
         match self.lookup(f.pgoff()) {
-            Some((start, region)) => region.map_present(start, f, stats),
+            Some((start, region)) => region.map_present(start, f, stats, || true),
             None => false,
         }
     }
@@ -73,8 +73,8 @@ impl Engine for NoneEngine {
     fn fault(&self, f: &Fault<'_>, stats: &Stats) -> FaultOutcome {
         match self.lookup(f.pgoff()) {
             Some((start, region)) => region
-                .fault_atomic(start, f, stats)
-                .unwrap_or_else(|| region.fault(start, f, stats)),
+                .fault_atomic(start, f, stats, || true)
+                .unwrap_or_else(|| region.fault(start, f, stats, || true)),
             None => FaultOutcome::SigBus,
         }
     }

@@ -27,11 +27,21 @@
 //!    fault on them has installed its PTE;
 //! 3. `Space` zaps the range and 4. frees the pages.
 //!
-//! `synchronize_rcu()` sets the writer's latency: not `call_rcu`-deferred freeing,
-//! because the zap must wait for the fast-path readers anyway (their PTEs would
-//! survive it), and by default not the expedited variant, which IPIs every CPU —
-//! the faulting ones included — on each writer operation. `VMALAB_CONFIG_EXPEDITED`
-//! selects `synchronize_rcu_expedited()` so the benchmark can show both sides.
+//! `synchronize_rcu()` sets the writer's latency: the zap must wait for the fast-path
+//! readers (their PTEs would survive it) — unless the readers check, under the PTE
+//! lock, that their region is still published. By default not the expedited variant,
+//! which IPIs every CPU — the faulting ones included — on each writer operation.
+//! `VMALAB_CONFIG_EXPEDITED` selects `synchronize_rcu_expedited()` so the benchmark
+//! can show both sides.
+//!
+//! `VMALAB_CONFIG_DEFERRED` (`rcu+def`, beyond the seeds) takes that "unless": every
+//! install (fast path, held slow path, fault-around) is made under the PTE lock only
+//! if `Region::still_published()` — a load after a full barrier, no shared write —
+//! and `Space` retires the regions a writer took out before its zap. So the writer
+//! skips step 2 and returns after the zap; the grace period, the drain of the holds
+//! and the free run in a worker (`deferred.rs`). A fault whose check fails installs
+//! nothing and returns; the access faults again and finds the new set
+//! (`fault_retry`).
 //!
 //! Lock order: `mmap_lock` / per-VMA lock → RCU read section; `writer` → the maple
 //! tree's internal spinlock → the map's drain mutex.
@@ -70,19 +80,32 @@ pub(crate) struct RcuEngine {
     map: RcuRangeMap<Slot>,
     /// Wait with `synchronize_rcu_expedited()` (`VMALAB_CONFIG_EXPEDITED`).
     expedited: bool,
+    /// Validate installs and reclaim in a worker (`VMALAB_CONFIG_DEFERRED`).
+    deferred: bool,
     /// `VMALAB_MUTANT_*` bits armed by the test hook (0 in normal use).
     mutants: Atomic<u32>,
+    /// Test hook: microseconds a fault spins between lookup and install (0: off).
+    install_delay_us: Atomic<u32>,
 }
 
 impl RcuEngine {
     /// An engine with no regions for an arena of `arena_pages` pages.
-    pub(crate) fn new(arena_pages: usize, expedited: bool) -> impl PinInit<Self> {
+    pub(crate) fn new(arena_pages: usize, expedited: bool, deferred: bool) -> impl PinInit<Self> {
         pin_init!(Self {
             writer <- new_mutex!(RegionTree::new(arena_pages), "vmalab_rcu_writer"),
             map <- RcuRangeMap::new(),
             expedited,
+            deferred,
             mutants: Atomic::new(0),
+            install_delay_us: Atomic::new(0),
         })
+    }
+
+    /// Whether this fault must check its region under the PTE lock: deferred reclaim,
+    /// unless the mutant that skips the check is armed.
+    #[inline]
+    fn validates(&self) -> bool {
+        self.deferred && self.mutants.load(Relaxed) & uapi::VMALAB_MUTANT_SKIP_VALIDATE == 0
     }
 
     /// The wait the armed mutants leave of writer step 2.
@@ -105,6 +128,8 @@ struct RcuFaultSteps<'a, 'f> {
     engine: &'a RcuEngine,
     f: &'a Fault<'f>,
     stats: &'a Stats,
+    /// Check each install under the PTE lock ([`RcuEngine::validates`]).
+    validate: bool,
 }
 
 impl<'a> RcuFault for RcuFaultSteps<'a, '_> {
@@ -132,7 +157,11 @@ impl<'a> RcuFault for RcuFaultSteps<'a, '_> {
 
     #[inline]
     fn map_atomic(&self, slot: &&Node<Slot>) -> Option<FaultOutcome> {
-        slot.region.fault_atomic(slot.start, self.f, self.stats)
+        test_spin(&self.engine.install_delay_us);
+        let region = &slot.region;
+        region.fault_atomic(slot.start, self.f, self.stats, || {
+            !self.validate || region.still_published()
+        })
     }
 
     fn hold<'g>(&'g self, slot: &'g Node<Slot>, guard: &'g rcu::Guard) -> Held<'a, Slot> {
@@ -141,7 +170,10 @@ impl<'a> RcuFault for RcuFaultSteps<'a, '_> {
     }
 
     fn map_held(&self, held: Held<'a, Slot>) -> FaultOutcome {
-        held.region.fault(held.start, self.f, self.stats)
+        let region = &held.region;
+        region.fault(held.start, self.f, self.stats, || {
+            !self.validate || region.still_published()
+        })
         // `held` drops here: the hold is released after the install.
     }
 }
@@ -154,8 +186,11 @@ impl Engine for RcuEngine {
     fn map_pages(&self, f: &FaultAround<'_>, stats: &Stats) -> bool {
         // `do_fault_around` already holds rcu_read_lock; nesting costs a per-task count.
         let guard = rcu::read_lock();
+        let validate = self.validates();
         match self.map.load(f.pgoff(), &guard) {
-            Some(slot) => slot.region.map_present(slot.start, f, stats),
+            Some(slot) => slot.region.map_present(slot.start, f, stats, || {
+                !validate || slot.region.still_published()
+            }),
             None => false,
         }
     }
@@ -165,6 +200,7 @@ impl Engine for RcuEngine {
             engine: self,
             f,
             stats,
+            validate: self.validates(),
         })
     }
 
@@ -200,6 +236,9 @@ impl Engine for RcuEngine {
     }
 
     fn quiesce(&self, unpublished: &mut Unpublished, stats: &Stats) {
+        if self.deferred {
+            return; // The worker reclaims the entries (`reclaim_deferred`).
+        }
         let entries = core::mem::take(&mut unpublished.entries);
         if entries.is_empty() {
             return;
@@ -211,16 +250,32 @@ impl Engine for RcuEngine {
         stats.add(uapi::VMALAB_CTR_REFCOUNT_WAITS, waits);
     }
 
+    fn deferred(&self) -> bool {
+        self.deferred
+    }
+
+    fn reclaim_deferred(&self, unpublished: &mut Unpublished, stats: &Stats) {
+        let entries = core::mem::take(&mut unpublished.entries);
+        // The worker waited for the grace period: only the holds are left to drain.
+        let waits = self.map.reclaim(entries, Wait::Elapsed, drop);
+        stats.add(uapi::VMALAB_CTR_REFCOUNT_WAITS, waits);
+    }
+
     fn set_test_hooks(&self, hooks: &uapi::VmalabTestHooks) -> Result {
+        // The deferred configuration has a check to skip, not a wait.
         let ours = uapi::VMALAB_MUTANT_SKIP_ZAP
             | uapi::VMALAB_MUTANT_SKIP_RETIRE_WAIT
-            | uapi::VMALAB_MUTANT_SKIP_GRACE_PERIOD
-            | uapi::VMALAB_MUTANT_SKIP_DRAIN;
+            | if self.deferred {
+                uapi::VMALAB_MUTANT_SKIP_VALIDATE
+            } else {
+                uapi::VMALAB_MUTANT_SKIP_GRACE_PERIOD | uapi::VMALAB_MUTANT_SKIP_DRAIN
+            };
         if hooks.mutants & !ours != 0 {
             return Err(EINVAL);
         }
         self.mutants.store(hooks.mutants, Relaxed);
         self.map.set_test_release_delay(hooks.release_delay_us);
+        self.install_delay_us.store(hooks.install_delay_us, Relaxed);
         Ok(())
     }
 
@@ -235,5 +290,15 @@ impl Engine for RcuEngine {
         // maple node (pivot + slot pointer).
         let per_entry = core::mem::size_of::<Slot>() + 16 + 2 * core::mem::size_of::<usize>();
         (writer.len(), writer.meta_bytes() + writer.len() * per_entry)
+    }
+}
+
+/// Test hook (`install_delay_us`): spins that many microseconds, inside the fault's
+/// read section, between its lookup and its install (0 in normal use: one load).
+#[inline]
+pub(crate) fn test_spin(us: &Atomic<u32>) {
+    let us = us.load(Relaxed);
+    if us != 0 {
+        kernel::time::delay::udelay(kernel::time::Delta::from_micros(i64::from(us)));
     }
 }

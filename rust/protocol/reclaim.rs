@@ -21,6 +21,9 @@ pub(crate) enum Wait {
     Normal,
     /// `synchronize_rcu_expedited()` (IPIs every CPU, shorter), then the holds.
     Expedited,
+    /// The caller already waited for a grace period since the entries were
+    /// unpublished (deferred reclaim, `deferred.rs`): only the holds.
+    Elapsed,
     /// Test mutant: no grace period and no drain (the entries are parked, not freed).
     MutantSkipGracePeriod,
     /// Test mutant: a grace period but no drain (the entries are parked, not freed).
@@ -50,7 +53,7 @@ pub(crate) fn reclaim<R: Reclaimer>(
     match wait {
         Wait::Normal | Wait::MutantSkipDrain => r.grace_period(false),
         Wait::Expedited => r.grace_period(true),
-        Wait::MutantSkipGracePeriod => {}
+        Wait::MutantSkipGracePeriod | Wait::Elapsed => {}
     }
     if matches!(wait, Wait::MutantSkipGracePeriod | Wait::MutantSkipDrain) {
         for e in entries {

@@ -512,6 +512,8 @@ fn junk_cmd(rng: &mut Rng) -> u32 {
         uapi::VMALAB_IOC_MAP,
         uapi::VMALAB_IOC_UNMAP,
         uapi::VMALAB_IOC_INFO,
+        uapi::VMALAB_IOC_PROTECT,
+        uapi::VMALAB_IOC_SYNC,
         uapi::VMALAB_IOC_TEST_WARN,
         uapi::VMALAB_IOC_TEST_HOOKS,
     ];
@@ -1152,6 +1154,9 @@ impl<'a> Seq<'a> {
                 let r = ioctl(fd, uapi::VMALAB_IOC_UNMAP, &mut u as *mut _ as usize);
                 if self.ep.model.is_some() {
                     r.map_err(|e| format!("final UNMAP of the whole arena: {}", ename(e)))?;
+                    // Deferred reclaim (`spf`, `rcu+def`) frees after the UNMAP returns.
+                    ioctl(fd, uapi::VMALAB_IOC_SYNC, 0)
+                        .map_err(|e| format!("SYNC: {}", ename(e)))?;
                     let j = self.info()?;
                     expect(j.regions == 0 && j.pages == 0, || {
                         format!(
@@ -2993,6 +2998,8 @@ fn race_rounds(ctx: &Ctx, race: Race, name: &str) -> TestResult {
                     dev.unmap(0, ROUND_ARENA as usize).map_err(|e| {
                         fail(format!("UNMAP all after the arena went: {}", ename(e)))
                     })?;
+                    dev.sync()
+                        .map_err(|e| fail(format!("SYNC: {}", ename(e))))?;
                     let j = dev
                         .info()
                         .map_err(|e| fail(format!("INFO: {}", ename(e))))?;

@@ -319,6 +319,8 @@ pub fn split(
     result?;
     // Everything unmapped: no region and no page may be left.
     ioctl_ok("UNMAP all", dev.unmap(base, pages * PAGE_SIZE))?;
+    // Deferred reclaim (`spf`, `rcu+def`) frees after the UNMAP returns.
+    ioctl_ok("SYNC", dev.sync())?;
     let i = dev.info().map_err(errno_name)?;
     if i.regions != 0 || i.pages != 0 {
         sh.violation(format!(

@@ -89,6 +89,13 @@ pub fn suite() -> Vec<Test> {
         ),
         test("memcg_charges_pages", memcg_charges_pages, 120),
         Test {
+            name: "deferred_reclaim_frees_after_unmap",
+            run: deferred_reclaim_frees_after_unmap,
+            timeout: 120,
+            applies: deferred_reclaim,
+            negative: false,
+        },
+        Test {
             name: "pi_boosts_writer",
             run: crate::boost::pi_boosts_writer,
             timeout: 60,
@@ -135,12 +142,12 @@ pub fn suite() -> Vec<Test> {
         negative(
             "mutant_skip_grace_period_is_caught",
             mutant_skip_grace_period_is_caught,
-            |e| e.id == uapi::VMALAB_ENGINE_RCU,
+            |e| e.id == uapi::VMALAB_ENGINE_RCU && !deferred_reclaim(e),
         ),
         negative(
             "mutant_skip_drain_is_caught",
             mutant_skip_drain_is_caught,
-            |e| e.id == uapi::VMALAB_ENGINE_RCU,
+            |e| e.id == uapi::VMALAB_ENGINE_RCU && !deferred_reclaim(e),
         ),
         negative(
             "mutant_unlocked_install_is_caught",
@@ -163,6 +170,16 @@ pub fn suite() -> Vec<Test> {
             uapi::engine_can_modify_mapped(e.id)
         }),
         negative(
+            "delayed_install_is_safe",
+            delayed_install_is_safe,
+            deferred_reclaim,
+        ),
+        negative(
+            "mutant_skip_validate_is_caught",
+            mutant_skip_validate_is_caught,
+            deferred_reclaim,
+        ),
+        negative(
             "delayed_hold_release_is_safe",
             delayed_hold_release_is_safe,
             |e| e.id == uapi::VMALAB_ENGINE_RCU,
@@ -174,6 +191,13 @@ pub fn suite() -> Vec<Test> {
 }
 
 const ARENA: usize = 64 << 20;
+
+/// Configurations whose writers do not wait for faults (validated installs, deferred
+/// reclaim): `spf`, `spf+region`, `rcu+def`.
+fn deferred_reclaim(e: &vmalab::EngineSpec) -> bool {
+    e.id == uapi::VMALAB_ENGINE_SPF
+        || (e.id == uapi::VMALAB_ENGINE_RCU && e.flags & uapi::VMALAB_CONFIG_DEFERRED != 0)
+}
 
 fn fail<T>(msg: impl Into<String>) -> Result<T, Outcome> {
     Err(Outcome::Fail(msg.into()))
@@ -820,6 +844,7 @@ fn map_reuse_loop(ctx: &Ctx, mutants: u32, pages: usize) -> Result<(u64, Vec<Str
         Ok(())
     })?;
     // (A mutant's departed regions are parked with their pages until the file goes.)
+    ok("sync", dev.sync())?;
     let i = ok("info", dev.info())?;
     check(mutants != 0 || (i.regions == 0 && i.pages == 0), || {
         format!("{} regions, {} pages left", i.regions, i.pages)
@@ -836,7 +861,9 @@ extern "C" fn on_sigusr1(_: libc::c_int) {}
 /// region (`rcu`: the UNMAP's drain waits for it; `rwsem`'s UNMAP would wait in its
 /// publish instead, holding the list's lock, so there no MAP can reach the wait).
 fn retire_wait_is_interruptible(ctx: &Ctx) -> TestResult {
-    if ctx.engine.id != uapi::VMALAB_ENGINE_RCU {
+    if ctx.engine.id != uapi::VMALAB_ENGINE_RCU || deferred_reclaim(&ctx.engine) {
+        // (`rcu+def`: the UNMAP's drain runs in the worker, after the UNMAP returned
+        // and left the retiring list.)
         return Err(Outcome::Skip(format!(
             "{}: no writer waits while holding nothing",
             ctx.engine.name
@@ -951,6 +978,7 @@ fn replace_basic(ctx: &Ctx) -> TestResult {
     // One replace over both regions: old data must be gone once it returns.
     ok("replace", dev.map_at(0, 2 * len, true))?;
     verify_range(&arena, 0, 2 * len, None)?;
+    ok("sync", dev.sync())?;
     let i = ok("info", dev.info())?;
     check(i.regions == 1, || format!("regions {} != 1", i.regions))?;
     check(i.counters[uapi::VMALAB_CTR_REPLACED] == 2, || {
@@ -1018,7 +1046,9 @@ fn splits_keep_pages_and_data(ctx: &Ctx) -> TestResult {
     let before = ok("info", dev.info())?;
     ok("unmap [2, 3)", dev.unmap(2 * p, p))?;
     ok("replace [5, 7)", dev.map_at(5 * p, 2 * p, true).map(drop))?;
-    // (Counted before the loads below allocate the new region's pages.)
+    // (Counted before the loads below allocate the new region's pages; after the
+    // deferred reclaim of `spf` and `rcu+def`.)
+    ok("sync", dev.sync())?;
     let after = ok("info", dev.info())?;
     for page in 0..16 {
         let at = off + page * p;
@@ -1083,6 +1113,7 @@ fn splits_keep_pages_and_data(ctx: &Ctx) -> TestResult {
     })?;
     write_range(&arena, off + 3 * p, p, 9).map_err(Outcome::Fail)?;
     ok("unmap all", dev.unmap(0, 16 * p))?;
+    ok("sync", dev.sync())?;
     let end = ok("info", dev.info())?;
     check(end.regions == 0 && end.pages == 0, || {
         format!(
@@ -1240,15 +1271,31 @@ fn race_run(
     mutants: u32,
     release_delay_us: u32,
 ) -> Result<(race::RaceReport, [u64; uapi::VMALAB_NR_COUNTERS]), Outcome> {
+    let hooks = uapi::VmalabTestHooks {
+        mutants,
+        release_delay_us,
+        ..Default::default()
+    };
+    race_run_hooked(ctx, spec, hooks)
+}
+
+/// [`race_run`] with any test hooks.
+fn race_run_hooked(
+    ctx: &Ctx,
+    spec: &RaceSpec,
+    hooks: uapi::VmalabTestHooks,
+) -> Result<(race::RaceReport, [u64; uapi::VMALAB_NR_COUNTERS]), Outcome> {
     needs_live_changes(ctx)?;
     let (dev, arena) = space(ctx, ARENA)?;
-    if mutants != 0 || release_delay_us != 0 {
+    if hooks != uapi::VmalabTestHooks::default() {
         ok(
             "test hooks (module loaded with test_hooks=1?)",
-            dev.test_hooks(mutants, release_delay_us),
+            dev.set_test_hooks(hooks),
         )?;
     }
     let r = race::run(&dev, &arena, 32 * PAGE_SIZE, spec).map_err(Outcome::Fail)?;
+    // Deferred reclaim (`spf`, `rcu+def`): its counters (hold waits) after the worker.
+    ok("sync", dev.sync())?;
     println!(
         "#   {} checked accesses ({} ok, {} SIGBUS; {} after an unmap returned, {} before a refill) over {} generations: {} violations",
         r.accesses, r.ok, r.bus, r.gap_probes, r.fresh_probes, r.generations, r.violations
@@ -1386,6 +1433,57 @@ fn mutant_unlocked_install_is_caught(ctx: &Ctx) -> TestResult {
         uapi::VMALAB_MUTANT_UNLOCKED_INSTALL,
         &slow_race_spec(ctx),
     )
+}
+
+/// The race of `unmap_races_faults` with every fault spinning 300 µs between its
+/// lookup and its install (`spf`, `rcu+def`), so that writers publish and zap inside
+/// that window.
+fn delayed_install_spec(ctx: &Ctx) -> (RaceSpec, uapi::VmalabTestHooks) {
+    let spec = RaceSpec {
+        accesses: ctx.accesses / 10,
+        ..race_spec(ctx, Mode::Unmap, 0, 16, true)
+    };
+    let hooks = uapi::VmalabTestHooks {
+        install_delay_us: 300,
+        ..Default::default()
+    };
+    (spec, hooks)
+}
+
+/// `spf`, `rcu+def`: the check under the PTE lock holds up in the widened window —
+/// the faults that looked a region up before an UNMAP and install after its zap are
+/// turned away (`fault_retry`), and no access sees old data after the UNMAP returned.
+/// The twin of `mutant_skip_validate_is_caught`, which runs the same scene without the
+/// check.
+fn delayed_install_is_safe(ctx: &Ctx) -> TestResult {
+    let (spec, hooks) = delayed_install_spec(ctx);
+    let (r, c) = race_run_hooked(ctx, &spec, hooks)?;
+    race_clean(&r, Mode::Unmap)?;
+    println!(
+        "#   {} failed checks (fault_retry), {} fallbacks",
+        c[uapi::VMALAB_CTR_FAULT_RETRY],
+        c[uapi::VMALAB_CTR_FAULT_FALLBACK]
+    );
+    check(c[uapi::VMALAB_CTR_FAULT_RETRY] > 0, || {
+        "no check ever failed: the window was never hit, the test proves nothing".into()
+    })
+}
+
+fn mutant_skip_validate_is_caught(ctx: &Ctx) -> TestResult {
+    let (spec, hooks) = delayed_install_spec(ctx);
+    let hooks = uapi::VmalabTestHooks {
+        mutants: uapi::VMALAB_MUTANT_SKIP_VALIDATE,
+        ..hooks
+    };
+    let (r, _) = race_run_hooked(ctx, &spec, hooks)?;
+    check(r.violations > 0, || {
+        format!("the checker missed the mutant: {r:?}")
+    })?;
+    println!(
+        "#   caught: {}",
+        r.examples.first().map_or("", |e| e.as_str())
+    );
+    Ok(())
 }
 
 /// `rcu`: every slow-path fault sleeps 1 ms right after releasing its hold, so a writer
@@ -1545,6 +1643,7 @@ fn counters_account_pages(ctx: &Ctx) -> TestResult {
     for &o in &offs[..2] {
         ok("unmap", dev.unmap(o, len))?;
     }
+    ok("sync", dev.sync())?;
     let j = ok("info", dev.info())?;
     check(
         j.pages == 64 && c(&j, uapi::VMALAB_CTR_PAGE_FREE) == 64,
@@ -1680,6 +1779,50 @@ fn fast_path_shared_writes(ctx: &Ctx) -> TestResult {
             )
         }),
     }
+}
+
+/// `spf`, `rcu+def`: an UNMAP returns without waiting for a grace period (the writer
+/// counts none), its zap has removed every PTE (`SIGBUS` at once), and `SYNC` returns
+/// once the worker freed every page and region of the unmapped regions.
+fn deferred_reclaim_frees_after_unmap(ctx: &Ctx) -> TestResult {
+    let (dev, arena) = space(ctx, ARENA)?;
+    let (len, rounds) = (16 * PAGE_SIZE, 20);
+    for round in 0..rounds {
+        let off = ok("map", dev.map(len))?;
+        write_range(&arena, off, len, round)?;
+        ok("unmap", dev.unmap(off, len))?;
+        check(arena.load(off + len / 2) == Err(probe::Fault::Bus), || {
+            format!("round {round}: no SIGBUS right after UNMAP returned")
+        })?;
+    }
+    let before = ok("info", dev.info())?;
+    ok("sync", dev.sync())?;
+    let i = ok("info", dev.info())?;
+    let c = |k: usize| i.counters[k];
+    println!(
+        "#   before SYNC: {} pages, {} deferred frees; after: {} pages, {} deferred frees, {} pages freed",
+        before.pages,
+        before.counters[uapi::VMALAB_CTR_DEFERRED_FREES],
+        i.pages,
+        c(uapi::VMALAB_CTR_DEFERRED_FREES),
+        c(uapi::VMALAB_CTR_PAGE_FREE)
+    );
+    check(c(uapi::VMALAB_CTR_GRACE_PERIODS) == 0, || {
+        format!(
+            "writers waited {} grace periods",
+            c(uapi::VMALAB_CTR_GRACE_PERIODS)
+        )
+    })?;
+    check(c(uapi::VMALAB_CTR_DEFERRED_FREES) == rounds, || {
+        format!(
+            "{} deferred frees for {rounds} UNMAPs",
+            c(uapi::VMALAB_CTR_DEFERRED_FREES)
+        )
+    })?;
+    check(
+        i.pages == 0 && i.regions == 0 && c(uapi::VMALAB_CTR_PAGE_FREE) == rounds * 16,
+        || format!("after SYNC: {i:?}"),
+    )
 }
 
 fn slow_backing_concurrent_first_touch(ctx: &Ctx) -> TestResult {

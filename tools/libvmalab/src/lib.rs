@@ -32,8 +32,10 @@ pub struct EngineSpec {
     pub id: u32,
     /// `VMALAB_CONFIG_*` flags.
     pub flags: u32,
-    /// Display name (`rcu+exp` is `rcu` with `VMALAB_CONFIG_EXPEDITED`, `percpu+sem`
-    /// is `percpu` with `VMALAB_CONFIG_KERNEL_LOCK`).
+    /// Display name (`rcu+exp` is `rcu` with `VMALAB_CONFIG_EXPEDITED`, `rcu+def` is
+    /// `rcu` with `VMALAB_CONFIG_DEFERRED`, `percpu+sem` is `percpu` with
+    /// `VMALAB_CONFIG_KERNEL_LOCK`, `spf+region` is `spf` with
+    /// `VMALAB_CONFIG_REGION_SEQ`).
     pub name: &'static str,
 }
 
@@ -47,6 +49,16 @@ pub fn engines() -> Vec<EngineSpec> {
             uapi::VMALAB_ENGINE_RCU,
             uapi::VMALAB_CONFIG_EXPEDITED,
             "rcu+exp",
+        ),
+        (
+            uapi::VMALAB_ENGINE_RCU,
+            uapi::VMALAB_CONFIG_DEFERRED,
+            "rcu+def",
+        ),
+        (
+            uapi::VMALAB_ENGINE_SPF,
+            uapi::VMALAB_CONFIG_REGION_SEQ,
+            "spf+region",
         ),
         (
             uapi::VMALAB_ENGINE_PERCPU,
@@ -227,6 +239,12 @@ impl Device {
     pub fn set_test_hooks(&self, mut h: uapi::VmalabTestHooks) -> Result<(), Errno> {
         self.ioctl_raw(uapi::VMALAB_IOC_TEST_HOOKS, &mut h as *mut _ as usize)
             .map(drop)
+    }
+
+    /// `VMALAB_IOC_SYNC`: waits until what writers handed to deferred reclaim has been
+    /// freed (`spf`, `rcu+def`; returns at once for the other engines).
+    pub fn sync(&self) -> Result<(), Errno> {
+        self.ioctl_raw(uapi::VMALAB_IOC_SYNC, 0).map(drop)
     }
 
     /// `VMALAB_IOC_INFO`.

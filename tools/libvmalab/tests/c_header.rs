@@ -50,7 +50,28 @@ fn c_header_matches_rust_uapi() {
             VMALAB_MUTANT_SKIP_RETIRE_WAIT as u64,
         ),
         ("VMALAB_MUTANT_POLL_READ", VMALAB_MUTANT_POLL_READ as u64),
+        (
+            "VMALAB_MUTANT_SKIP_VALIDATE",
+            VMALAB_MUTANT_SKIP_VALIDATE as u64,
+        ),
         ("VMALAB_MUTANTS_ALL", VMALAB_MUTANTS_ALL as u64),
+        ("VMALAB_MAX_SPIN_US", VMALAB_MAX_SPIN_US as u64),
+        (
+            "offsetof(struct vmalab_test_hooks, install_delay_us)",
+            offset_of!(VmalabTestHooks, install_delay_us) as u64,
+        ),
+        ("VMALAB_IOC_SYNC", VMALAB_IOC_SYNC as u64),
+        ("VMALAB_ENGINE_SPF", VMALAB_ENGINE_SPF as u64),
+        (
+            "VMALAB_CTR_FAULT_FALLBACK",
+            VMALAB_CTR_FAULT_FALLBACK as u64,
+        ),
+        (
+            "VMALAB_CTR_DEFERRED_FREES",
+            VMALAB_CTR_DEFERRED_FREES as u64,
+        ),
+        ("VMALAB_CONFIG_DEFERRED", VMALAB_CONFIG_DEFERRED as u64),
+        ("VMALAB_CONFIG_REGION_SEQ", VMALAB_CONFIG_REGION_SEQ as u64),
         (
             "sizeof(struct vmalab_test_hooks)",
             size_of::<VmalabTestHooks>() as u64,
