@@ -48,6 +48,7 @@ pub(crate) mod locked;
 pub(crate) mod none;
 pub(crate) mod percpu;
 pub(crate) mod pi;
+pub(crate) mod range;
 pub(crate) mod rcu;
 pub(crate) mod rwsem;
 pub(crate) mod spf;
@@ -218,6 +219,9 @@ pub(crate) fn new(id: u32, flags: u32, arena_pages: usize) -> Result<Arc<dyn Eng
         }
         uapi::VMALAB_ENGINE_PERCPU => Arc::pin_init(percpu::new(arena_pages), GFP_KERNEL_ACCOUNT)?,
         uapi::VMALAB_ENGINE_PI => Arc::pin_init(pi::new(arena_pages), GFP_KERNEL_ACCOUNT)?,
+        uapi::VMALAB_ENGINE_RANGE => {
+            Arc::pin_init(range::RangeEngine::new(arena_pages), GFP_KERNEL_ACCOUNT)?
+        }
         uapi::VMALAB_ENGINE_SPF => Arc::pin_init(
             spf::SpfEngine::new(arena_pages, flags & uapi::VMALAB_CONFIG_REGION_SEQ != 0),
             GFP_KERNEL_ACCOUNT,

@@ -376,6 +376,7 @@ pub(crate) enum Placement {
 }
 
 /// A writer operation on a region set.
+#[derive(Clone)]
 pub(crate) enum Change {
     /// MAP: insert a region at a placement; a `Replace` cuts the regions it overlaps
     /// (their parts outside its range stay, with their pages).
@@ -542,6 +543,32 @@ impl RegionTree {
     }
 
     /// First-fit search for `npages` free pages.
+    /// A guess, made without planning, of the pages a plan of `change` would take
+    /// out or put in (`Plan::lo`/`hi`): a MAP placed anywhere, the first free spot; a
+    /// change at a known place, its range widened to the regions it overlaps and then
+    /// to their neighbours (a PROTECT may merge with them). A plan made later may
+    /// reach further if the tree changed meanwhile: the caller checks.
+    pub(crate) fn reach(&self, change: &Change) -> Result<(usize, usize)> {
+        let (start, end) = match *change {
+            Change::Map(ref r, Placement::Any) => {
+                let s = self.find_free(r.npages()).ok_or(ENOMEM)?;
+                return Ok((s, s + r.npages()));
+            }
+            Change::Map(ref r, Placement::Fixed(s) | Placement::Replace(s)) => {
+                (s, s.checked_add(r.npages()).ok_or(EINVAL)?)
+            }
+            Change::Unmap(s, e) | Change::Protect(s, e, _) => (s, e),
+        };
+        let (mut lo, mut hi) = (start, end);
+        for (rs, re, _) in self.overlapping(start, end) {
+            (lo, hi) = (lo.min(rs), hi.max(re));
+        }
+        for (rs, re, _) in self.overlapping(lo.saturating_sub(1), hi.saturating_add(1)) {
+            (lo, hi) = (lo.min(rs), hi.max(re));
+        }
+        Ok((lo, hi))
+    }
+
     fn find_free(&self, npages: usize) -> Option<usize> {
         let mut prev_end = 0;
         for (&end, region) in self.tree.iter() {

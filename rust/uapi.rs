@@ -151,8 +151,12 @@ pub const VMALAB_ENGINE_PI: u32 = 5;
 /// installs the PTE only if, under the PTE lock, no writer took a region out since;
 /// otherwise it retries, and after a few failed tries takes the writers' mutex.
 pub const VMALAB_ENGINE_SPF: u32 = 6;
+/// Engine: Lespinasse's split lock (2021): a short mutex for the region tree plus a
+/// range lock held by faults (one page, read) and by writers (the range they change,
+/// write), so that faults and writers in disjoint ranges do not wait for each other.
+pub const VMALAB_ENGINE_RANGE: u32 = 7;
 /// Engine ids are dense from 1; this is one past the last valid id.
-pub const VMALAB_ENGINE_END: u32 = 7;
+pub const VMALAB_ENGINE_END: u32 = 8;
 
 /// Returns the name of an engine id, or `None` for an unknown id.
 pub const fn engine_name(id: u32) -> Option<&'static str> {
@@ -163,6 +167,7 @@ pub const fn engine_name(id: u32) -> Option<&'static str> {
         VMALAB_ENGINE_PERCPU => Some("percpu"),
         VMALAB_ENGINE_PI => Some("pi"),
         VMALAB_ENGINE_SPF => Some("spf"),
+        VMALAB_ENGINE_RANGE => Some("range"),
         _ => None,
     }
 }

@@ -21,6 +21,7 @@ mod percpu_rw;
 mod percpu_rwsem;
 mod pi_rw;
 mod protocol;
+mod range_lock;
 mod rcu_tree;
 mod region;
 mod rwsem;

@@ -24,6 +24,10 @@ pub(crate) enum Wait {
     /// The caller already waited for a grace period since the entries were
     /// unpublished (deferred reclaim, `deferred.rs`): only the holds.
     Elapsed,
+    /// No reader can have found the entries: the caller excluded them for as long as
+    /// the entries were reachable (the `range` engine's range lock). Only the holds
+    /// (there are none).
+    Excluded,
     /// Test mutant: no grace period and no drain (the entries are parked, not freed).
     MutantSkipGracePeriod,
     /// Test mutant: a grace period but no drain (the entries are parked, not freed).
@@ -53,7 +57,7 @@ pub(crate) fn reclaim<R: Reclaimer>(
     match wait {
         Wait::Normal | Wait::MutantSkipDrain => r.grace_period(false),
         Wait::Expedited => r.grace_period(true),
-        Wait::MutantSkipGracePeriod | Wait::Elapsed => {}
+        Wait::MutantSkipGracePeriod | Wait::Elapsed | Wait::Excluded => {}
     }
     if matches!(wait, Wait::MutantSkipGracePeriod | Wait::MutantSkipDrain) {
         for e in entries {

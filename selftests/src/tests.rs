@@ -1734,6 +1734,10 @@ fn fast_path_shared_writes(ctx: &Ctx) -> TestResult {
         let want = if ctx.engine.id == uapi::VMALAB_ENGINE_RWSEM {
             // One down_read (or trylock) per fault, each a down + up: 2 writes.
             acq >= fast + slow && writes >= 2 * acq
+        } else if ctx.engine.id == uapi::VMALAB_ENGINE_RANGE {
+            // Every fault registers in the range lock and unregisters: its mutex
+            // twice, 6 counted writes.
+            acq >= 2 * (fast + slow) && writes >= 3 * acq
         } else if ctx.engine.flags & uapi::VMALAB_CONFIG_KERNEL_LOCK != 0 {
             // `percpu+sem`: lockdep sees every percpu_down_read; none writes a shared
             // line (checked below).
@@ -1764,6 +1768,14 @@ fn fast_path_shared_writes(ctx: &Ctx) -> TestResult {
                 )
             })
         }
+        // Lespinasse's range lock: the pending-fault structure, written on the way in
+        // and out of every fault (his prototype's cost).
+        uapi::VMALAB_ENGINE_RANGE => check(writes >= 6 * (fast + slow) && fast + slow > 0, || {
+            format!(
+                "range: {writes} shared writes for {} faults, want >= 6 each",
+                fast + slow
+            )
+        }),
         // Zijlstra's lock: every fault goes through `->fault` holding it for read, and
         // with no writer announced a read lock is a per-CPU add and subtract.
         uapi::VMALAB_ENGINE_PERCPU => check(writes == 0 && fast + slow > 0, || {

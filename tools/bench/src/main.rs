@@ -32,13 +32,14 @@
 //! vmalab-bench [--threads 1,2,4] [--repeat N] [--pages N] [--engine NAME]...
 //!              [--ebizzy-secs S] [--min-faults N] [--min-secs S] [--min-writer-ops N]
 //!              [--max-secs S] [--writer-ops N] [--sections LIST] [--lock-stat]
-//!              [--inversion-secs S] [--hogs N]
+//!              [--inversion-secs S] [--hogs N] [--writers-secs S]
 //!              [--out DIR] [--smoke]
 //! ```
 
 mod inversion;
 mod report;
 mod workloads;
+mod writers;
 
 use report::Report;
 use std::{path::PathBuf, time::Duration};
@@ -53,6 +54,8 @@ struct Opts {
     /// Seconds of each priority-inversion scene, and its hogs.
     inversion_secs: f64,
     hogs: usize,
+    /// Seconds of each two-writers scene.
+    writers_secs: f64,
     out: Option<PathBuf>,
     writer_ops: usize,
     point: workloads::PointLength,
@@ -61,10 +64,11 @@ struct Opts {
 }
 
 /// Every section, in run order; all but `kernel-lines` run by default.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "kernel-lines",
     "faults",
     "writer",
+    "writers",
     "ebizzy",
     "churn",
     "inversion",
@@ -80,6 +84,7 @@ fn parse() -> Opts {
         ebizzy_secs: 2.0,
         inversion_secs: 3.0,
         hogs: 2,
+        writers_secs: 2.0,
         out: std::env::var_os("VMALAB_RESULTS").map(PathBuf::from),
         writer_ops: 1000,
         point: workloads::PointLength {
@@ -103,6 +108,7 @@ fn parse() -> Opts {
             o.pages = 64;
             o.ebizzy_secs = 0.2;
             o.inversion_secs = 0.2;
+            o.writers_secs = 0.2;
             o.writer_ops = 10;
             o.point = workloads::PointLength {
                 min_faults: 0,
@@ -125,6 +131,7 @@ fn parse() -> Opts {
             "--ebizzy-secs" => o.ebizzy_secs = v.parse().expect("seconds"),
             "--inversion-secs" => o.inversion_secs = v.parse().expect("seconds"),
             "--hogs" => o.hogs = v.parse().expect("hogs"),
+            "--writers-secs" => o.writers_secs = v.parse().expect("seconds"),
             "--min-faults" => o.point.min_faults = v.parse().expect("faults"),
             "--min-secs" => o.point.min_secs = v.parse().expect("seconds"),
             "--min-writer-ops" => o.point.min_writer_ops = v.parse().expect("operations"),
@@ -437,6 +444,41 @@ fn main() {
         }
     }
 
+    // Two writers (disjoint or overlapping ranges) beside faulters whose faults sleep:
+    // Lespinasse's parallelism. Rounds interleaved across systems.
+    if run("writers") {
+        let faulters = o.threads.iter().copied().max().unwrap_or(1);
+        let systems: Vec<System> = engines.iter().copied().filter(|s| !is_floor(s)).collect();
+        let scenes = [
+            ("disjoint", 0, false),
+            ("disjoint", faulters, false),
+            ("overlapping", faulters, true),
+        ];
+        for (variant, f, overlap) in scenes {
+            let mut runs = vec![Vec::new(); systems.len()];
+            for round in 0..o.repeat {
+                for (i, &sys) in systems.iter().enumerate() {
+                    eprintln!(
+                        "# writers {variant} faulters={f} {} (round {}/{})",
+                        sys.name(),
+                        round + 1,
+                        o.repeat
+                    );
+                    runs[i].push(writers::two_writers(sys, o.writers_secs, f, overlap));
+                }
+            }
+            for (&sys, runs) in systems.iter().zip(runs) {
+                let mut add = |metric: &'static str, g: &dyn Fn(&writers::WritersRun) -> f64| {
+                    let samples = runs.iter().map(g).collect();
+                    rep.add_samples("writers", variant, f, sys.name(), metric, samples);
+                };
+                add("cycles/s", &|r| r.cycles);
+                add("faults/s", &|r| r.faults);
+                add("read_waits/cycle", &|r| r.read_waits);
+            }
+        }
+    }
+
     // ebizzy -m (LTP's algorithm and defaults: 2 x CPUs threads), then the small-chunk
     // map churn, at the thread count of the fault loops. Repeats interleaved across
     // systems, as for the fault loops.
@@ -651,6 +693,22 @@ fn main() {
             "writer",
             "percpu_lines/op",
             "per-CPU reader counters a writer read per operation (percpu: the CPUs summed)",
+        ),
+        (
+            "writers",
+            "cycles/s",
+            "two writers' MAP+touch+UNMAP cycles per second (threads column: faulters \
+             whose first touches sleep 2 ms), higher is better",
+        ),
+        (
+            "writers",
+            "faults/s",
+            "the faulters' slow first touches per second",
+        ),
+        (
+            "writers",
+            "read_waits/cycle",
+            "faults (and mkwrite lookups) that waited for a writer, per writer cycle",
         ),
         (
             "ebizzy",

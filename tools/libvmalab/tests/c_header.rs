@@ -62,6 +62,7 @@ fn c_header_matches_rust_uapi() {
         ),
         ("VMALAB_IOC_SYNC", VMALAB_IOC_SYNC as u64),
         ("VMALAB_ENGINE_SPF", VMALAB_ENGINE_SPF as u64),
+        ("VMALAB_ENGINE_RANGE", VMALAB_ENGINE_RANGE as u64),
         (
             "VMALAB_CTR_FAULT_FALLBACK",
             VMALAB_CTR_FAULT_FALLBACK as u64,
