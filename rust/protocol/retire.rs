@@ -10,9 +10,12 @@
 //!
 //! - [`publish`]: under the list's lock, a writer waits until no retiring range
 //!   conflicts with its own ([`must_wait`]: overlaps it; a MAP placed anywhere, whose
-//!   range the engine chooses, conflicts with every one), then publishes and puts
-//!   the range it took out on the list — check, publish and entry under one lock, so
-//!   no other writer's check falls between them;
+//!   range the engine chooses, conflicts with every one). A writer whose range is
+//!   known puts it on the list (a claim) before it publishes, so no other writer's
+//!   check can miss it, and publishes without the list's lock; the claim stays if the
+//!   publish took regions out, else it leaves at once. A MAP placed anywhere
+//!   publishes under the list's lock and then puts nothing there (it takes nothing
+//!   out);
 //! - [`finish`]: after step 4, the range leaves the list and the waiters are woken.
 //!
 //! Without it a MAP could be placed where an UNMAP had published but not yet zapped:
@@ -104,11 +107,31 @@ pub(crate) fn publish<L: RetireList, T, E>(
     if !locked.reserve_one() {
         return Err(refused(Refused::OutOfMemory));
     }
-    let (out, range) = publish()?;
-    if let Some(r) = range {
-        locked.push(r);
+    let Span::At(start, end) = span else {
+        // A MAP the engine places: where is known only after its publish, so the list
+        // stays locked across it (no writer retires a range it might pick meanwhile).
+        let (out, range) = publish()?;
+        if let Some(r) = range {
+            locked.push(r);
+        }
+        return Ok((out, range));
+    };
+    // A known range: claim it, then publish without the list's lock, so that writers
+    // elsewhere (and an engine's wait for faults in this range, `range`) go on in
+    // parallel; the claim stays if the publish took regions out, else it goes now.
+    locked.push((start, end));
+    drop(locked);
+    match publish() {
+        Ok((out, Some(_))) => Ok((out, Some((start, end)))),
+        Ok((out, None)) => {
+            finish(list, Some((start, end)));
+            Ok((out, None))
+        }
+        Err(e) => {
+            finish(list, Some((start, end)));
+            Err(e)
+        }
     }
-    Ok((out, range))
 }
 
 /// After writer step 4: `range` (from [`publish`]) leaves the list; waiters wake.
