@@ -15,7 +15,8 @@
 //! 1. the writer, after its zap, takes a grace-period cookie
 //!    (`get_state_synchronize_rcu`, a load) and appends a [`Batch`] to its space's
 //!    [`Pending`] list, then queues the space's work item on the module's workqueue;
-//! 2. the worker takes every pending batch, waits for the grace period of the newest
+//! 2. the worker sleeps [`BATCH_WINDOW`] (so that a burst of writers is reclaimed in
+//!    one run), takes every pending batch, waits for the grace period of the newest
 //!    cookie (`cond_synchronize_rcu`: not at all if one has elapsed meanwhile; one wait
 //!    covers the whole list), so every fault that could have found those regions under
 //!    RCU has left its read section; then the engine drains the holds and frees the
@@ -38,8 +39,13 @@ use kernel::{
     ffi::c_ulong,
     prelude::*,
     sync::atomic::{Acquire, Atomic, Release},
+    time::Delta,
     workqueue::Queue,
 };
+
+/// How long the worker lets batches gather before it takes them: back-to-back writers
+/// then cost one wake-up and one grace-period wait per window, not per operation.
+pub(crate) const BATCH_WINDOW: Delta = Delta::from_millis(1);
 
 /// The module's workqueue for deferred reclaim, set while the module is loaded.
 static QUEUE: Atomic<*mut bindings::workqueue_struct> = Atomic::new(null_mut());

@@ -129,6 +129,9 @@ impl WorkItem for Space {
     type Pointer = Arc<Space>;
 
     fn run(this: Arc<Space>) {
+        // Let a burst of writers queue more first: one wake-up and one grace-period
+        // wait for all of them, as RCU batches its callbacks.
+        fsleep(deferred::BATCH_WINDOW);
         loop {
             let batches = core::mem::take(&mut this.pending.lock().batches);
             let Some(newest) = batches.last() else {
