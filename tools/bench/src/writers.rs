@@ -71,6 +71,8 @@ pub fn two_writers(sys: System, secs: f64, faulters: usize, overlap: bool) -> Wr
     let System::Engine(e) = sys else {
         return WritersRun::default();
     };
+    // The writers' stores may hit a region the other writer just unmapped.
+    vmalab::probe::install();
     let dev = Device::with_engine(e, ARENA).expect("open");
     let slow = dev
         .map_slow(SLOW_PAGES * PAGE_SIZE, SLOW_US)
