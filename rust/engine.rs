@@ -54,7 +54,7 @@ pub(crate) mod rwsem;
 pub(crate) mod spf;
 
 use crate::{
-    rcu_tree::Retired,
+    rcu_tree::{RcuRangeMap, Retired},
     region::{Change, Plan, Prot, Region, RegionTree},
     stats::Stats,
     uapi,
@@ -185,6 +185,46 @@ pub(crate) fn publish_locked(
     budget.charge(&plan)?;
     tree.commit(plan, &mut out.regions);
     Ok(out)
+}
+
+/// Writer step 1 for an engine whose faults look regions up in an RCU map of
+/// [`Slot`]s beside the writers' `tree` (held by the caller, `plan` made on it): the
+/// map's stores (readers see old or new, never a gap where the new set has a region),
+/// then the tree's commit. Charges the growth to `budget` after every other fallible
+/// step; on error nothing changed and nothing stays charged.
+pub(crate) fn publish_mapped(
+    tree: &mut RegionTree,
+    map: &RcuRangeMap<Slot>,
+    plan: Plan,
+    budget: &dyn Budget,
+) -> Result<Unpublished> {
+    let mut out = Unpublished::of(&plan)?;
+    if plan.is_empty() {
+        return Ok(out);
+    }
+    let mut slots = KVec::with_capacity(plan.new.len(), GFP_KERNEL)?;
+    for (start, region) in plan.new.iter() {
+        let slot = Slot {
+            start: *start,
+            region: region.clone(),
+        };
+        slots.push((*start, start + region.npages() - 1, slot), GFP_KERNEL)?;
+    }
+    budget.charge(&plan)?;
+    // Nothing after this point can fail.
+    if let Err(e) = map.replace(plan.lo, plan.hi, slots, &mut out.entries) {
+        budget.refund(&plan);
+        return Err(e);
+    }
+    tree.commit(plan, &mut out.regions);
+    Ok(out)
+}
+
+/// `Engine::usage` of an engine with an RCU map of slots beside its `tree`: each
+/// region also costs a map entry (the slot box and about two words of maple node).
+pub(crate) fn mapped_usage(tree: &RegionTree) -> (usize, usize) {
+    let per_entry = core::mem::size_of::<Slot>() + 16 + 2 * core::mem::size_of::<usize>();
+    (tree.len(), tree.meta_bytes() + tree.len() * per_entry)
 }
 
 /// Arms the test hooks of an engine that has only mutants (`ours`), no delays.

@@ -35,7 +35,7 @@
 #![deny(unsafe_code)]
 
 use crate::{
-    engine::{Budget, Engine, Slot, Unpublished},
+    engine::{mapped_usage, publish_mapped, Budget, Engine, Slot, Unpublished},
     range_lock::{RangeLock, READ_WRITES},
     rcu_tree::{RcuRangeMap, Wait},
     region::{Change, Prot, Region, RegionTree},
@@ -134,29 +134,12 @@ impl Engine for RangeEngine {
             let _range = self.ranges.write(lo, hi)?;
             let mut tree = self.tree.lock();
             let plan = tree.plan(change.clone())?;
-            let mut out = Unpublished::of(&plan)?;
-            if plan.is_empty() {
-                return Ok(out);
-            }
-            if plan.lo < lo || plan.hi > hi {
+            if !plan.is_empty() && (plan.lo < lo || plan.hi > hi) {
                 // The tree changed since the guess: hold the larger range and replan.
                 (lo, hi) = (lo.min(plan.lo), hi.max(plan.hi));
                 continue;
             }
-            let mut slots = KVec::with_capacity(plan.new.len(), GFP_KERNEL)?;
-            for (start, region) in plan.new.iter() {
-                let slot = Slot {
-                    start: *start,
-                    region: region.clone(),
-                };
-                slots.push((*start, start + region.npages() - 1, slot), GFP_KERNEL)?;
-            }
-            budget.charge(&plan)?;
-            if let Err(e) = self.map.replace(plan.lo, plan.hi, slots, &mut out.entries) {
-                budget.refund(&plan);
-                return Err(e);
-            }
-            tree.commit(plan, &mut out.regions);
+            let mut out = publish_mapped(&mut tree, &self.map, plan, budget)?;
             // No fault in [lo, hi) runs (we hold it for write), and faults after us
             // find the new entries: the old ones are nobody's.
             let entries = core::mem::take(&mut out.entries);
@@ -175,8 +158,6 @@ impl Engine for RangeEngine {
     }
 
     fn usage(&self) -> (usize, usize) {
-        let tree = self.tree.lock();
-        let per_entry = core::mem::size_of::<Slot>() + 16 + 2 * core::mem::size_of::<usize>();
-        (tree.len(), tree.meta_bytes() + tree.len() * per_entry)
+        mapped_usage(&self.tree.lock())
     }
 }

@@ -49,7 +49,7 @@
 #![deny(unsafe_code)]
 
 use crate::{
-    engine::{Budget, Engine, Slot, Unpublished},
+    engine::{mapped_usage, publish_mapped, Budget, Engine, Slot, Unpublished},
     protocol::rcu_fault::{self, RcuFault},
     rcu_tree::{Held, Node, RcuRangeMap, Wait},
     region::{Change, Prot, Region, RegionTree},
@@ -212,27 +212,7 @@ impl Engine for RcuEngine {
     fn publish(&self, change: Change, budget: &dyn Budget, _stats: &Stats) -> Result<Unpublished> {
         let mut writer = self.writer.lock();
         let plan = writer.plan(change)?;
-        let mut out = Unpublished::of(&plan)?;
-        if plan.is_empty() {
-            return Ok(out);
-        }
-        let mut slots = KVec::with_capacity(plan.new.len(), GFP_KERNEL)?;
-        for (start, region) in plan.new.iter() {
-            let slot = Slot {
-                start: *start,
-                region: region.clone(),
-            };
-            slots.push((*start, start + region.npages() - 1, slot), GFP_KERNEL)?;
-        }
-        budget.charge(&plan)?;
-        // Readers see the old regions or the new ones, never a gap where the new set
-        // has a region. Nothing after this point can fail.
-        if let Err(e) = self.map.replace(plan.lo, plan.hi, slots, &mut out.entries) {
-            budget.refund(&plan);
-            return Err(e);
-        }
-        writer.commit(plan, &mut out.regions);
-        Ok(out)
+        publish_mapped(&mut writer, &self.map, plan, budget)
     }
 
     fn quiesce(&self, unpublished: &mut Unpublished, stats: &Stats) {
@@ -285,11 +265,7 @@ impl Engine for RcuEngine {
     }
 
     fn usage(&self) -> (usize, usize) {
-        let writer = self.writer.lock();
-        // Each region also costs a map entry: the slot box and about two words of
-        // maple node (pivot + slot pointer).
-        let per_entry = core::mem::size_of::<Slot>() + 16 + 2 * core::mem::size_of::<usize>();
-        (writer.len(), writer.meta_bytes() + writer.len() * per_entry)
+        mapped_usage(&self.writer.lock())
     }
 }
 

@@ -45,7 +45,7 @@
 #![deny(unsafe_code)]
 
 use crate::{
-    engine::{rcu::test_spin, Budget, Engine, Slot, Unpublished},
+    engine::{mapped_usage, publish_mapped, rcu::test_spin, Budget, Engine, Slot, Unpublished},
     rcu_tree::{RcuRangeMap, Wait},
     region::{Change, Prot, RegionTree, Speculative},
     stats::Stats,
@@ -213,24 +213,7 @@ impl Engine for SpfEngine {
     fn publish(&self, change: Change, budget: &dyn Budget, _stats: &Stats) -> Result<Unpublished> {
         let mut writer = self.writer.lock();
         let plan = writer.plan(change)?;
-        let mut out = Unpublished::of(&plan)?;
-        if plan.is_empty() {
-            return Ok(out);
-        }
-        let mut slots = KVec::with_capacity(plan.new.len(), GFP_KERNEL)?;
-        for (start, region) in plan.new.iter() {
-            let slot = Slot {
-                start: *start,
-                region: region.clone(),
-            };
-            slots.push((*start, start + region.npages() - 1, slot), GFP_KERNEL)?;
-        }
-        budget.charge(&plan)?;
-        if let Err(e) = self.map.replace(plan.lo, plan.hi, slots, &mut out.entries) {
-            budget.refund(&plan);
-            return Err(e);
-        }
-        writer.commit(plan, &mut out.regions);
+        let out = publish_mapped(&mut writer, &self.map, plan, budget)?;
         if !out.regions.is_empty() {
             // Fully ordered: after the map's stores (a fault that sees the new count
             // finds the new set), before the zap's page-table walk.
@@ -268,8 +251,6 @@ impl Engine for SpfEngine {
     }
 
     fn usage(&self) -> (usize, usize) {
-        let writer = self.writer.lock();
-        let per_entry = core::mem::size_of::<Slot>() + 16 + 2 * core::mem::size_of::<usize>();
-        (writer.len(), writer.meta_bytes() + writer.len() * per_entry)
+        mapped_usage(&self.writer.lock())
     }
 }

@@ -374,6 +374,7 @@ fn main() {
                 if let System::Engine(_) = sys {
                     add("shared_wr/fault", &|r| r.shared_writes);
                     add("slow_frac", &|r| r.slow_frac);
+                    add("retry/fault", &|r| r.retries);
                     add("faults/touch", &|r| r.faults_per_touch);
                 }
                 if writer.is_some() {
@@ -618,6 +619,11 @@ fn main() {
             "kernel-counted faults per page touched (1.00 for stores; loads: fault-around)",
         ),
         ("faults", "slow_frac", "fraction of faults on the slow path"),
+        (
+            "faults",
+            "retry/fault",
+            "failed checks under the PTE lock per fault (spf: arena-wide count, spf+region: the region's mark)",
+        ),
         (
             "kernel-lines",
             "engine_wr/fault",

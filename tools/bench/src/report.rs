@@ -215,6 +215,30 @@ impl Report {
             std::fs::write(dir.join(&name), bar_chart(title, &rows))?;
             written.push(name);
         }
+        // Two writers: one bar chart per scene (variant, faulters).
+        let mut scenes: Vec<(String, usize)> = Vec::new();
+        for r in self.rows.iter().filter(|r| r.section == "writers") {
+            if !scenes.contains(&(r.variant.clone(), r.threads)) {
+                scenes.push((r.variant.clone(), r.threads));
+            }
+        }
+        for (variant, faulters) in scenes {
+            let rows: Vec<&Row> = self
+                .rows
+                .iter()
+                .filter(|r| {
+                    r.section == "writers"
+                        && r.metric == "cycles/s"
+                        && r.variant == variant
+                        && r.threads == faulters
+                })
+                .collect();
+            let name = format!("writers-{variant}-{faulters}-faulters.svg");
+            let title =
+                format!("two writers, {variant} ranges, {faulters} slow faulters: cycles/s");
+            std::fs::write(dir.join(&name), bar_chart(&title, &rows))?;
+            written.push(name);
+        }
         Ok(written)
     }
 }

@@ -80,6 +80,9 @@ pub struct FaultRun {
     pub shared_writes: f64,
     /// Faults that took the slow path, per fault.
     pub slow_frac: f64,
+    /// Failed checks under the PTE lock (`spf`, `rcu+def`: a writer took the region
+    /// out since the lookup), per fault.
+    pub retries: f64,
     /// Writer operation pairs (map+unmap, or split+merge) completed during the run.
     pub writer_ops: u64,
     /// Faults the engine counted per page touched (1.0: every touch faulted once).
@@ -407,6 +410,7 @@ pub fn fault_loop(
         rate: touched / secs,
         shared_writes: d(uapi::VMALAB_CTR_SHARED_WRITES) as f64 / faults as f64,
         slow_frac: d(uapi::VMALAB_CTR_FAULT_SLOW) as f64 / faults as f64,
+        retries: d(uapi::VMALAB_CTR_FAULT_RETRY) as f64 / faults as f64,
         writer_ops: writer_ops.load(Relaxed),
         faults_per_touch: faults as f64 / touched,
         minflt_per_touch: minflt / touched,
