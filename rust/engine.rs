@@ -85,8 +85,10 @@ pub(crate) struct Unpublished {
     /// The regions taken out, with their starts; freed after the zap.
     pub(crate) regions: KVec<(usize, Arc<Region>)>,
     /// Their entries in an RCU-readable map, which faults may still be using; the
-    /// engine's [`Engine::quiesce`] reclaims them (and must: a [`Retired`] left here
-    /// leaks its entry rather than free what a reader may hold).
+    /// engine reclaims them — in [`Engine::quiesce`], in [`Engine::reclaim_deferred`]
+    /// (deferred engines), or in its publish (`range`, whose range lock excluded every
+    /// reader) — and must: a [`Retired`] left here leaks its entry rather than free
+    /// what a reader may hold.
     pub(crate) entries: KVec<Retired<Slot>>,
 }
 

@@ -1393,7 +1393,17 @@ fn slow_backing_races_unmap(ctx: &Ctx) -> TestResult {
 
 /// A negative control: the race with `mutant` armed must report violations.
 fn mutant_is_caught(ctx: &Ctx, mutant: u32, spec: &RaceSpec) -> TestResult {
-    let (r, _) = race_run(ctx, spec, mutant, 0)?;
+    let hooks = uapi::VmalabTestHooks {
+        mutants: mutant,
+        ..Default::default()
+    };
+    hooks_are_caught(ctx, spec, hooks)
+}
+
+/// A negative control: the race with `hooks` (a mutant among them) armed must report
+/// violations.
+fn hooks_are_caught(ctx: &Ctx, spec: &RaceSpec, hooks: uapi::VmalabTestHooks) -> TestResult {
+    let (r, _) = race_run_hooked(ctx, spec, hooks)?;
     check(r.violations > 0, || {
         format!("the checker missed the mutant: {r:?}")
     })?;
@@ -1475,15 +1485,7 @@ fn mutant_skip_validate_is_caught(ctx: &Ctx) -> TestResult {
         mutants: uapi::VMALAB_MUTANT_SKIP_VALIDATE,
         ..hooks
     };
-    let (r, _) = race_run_hooked(ctx, &spec, hooks)?;
-    check(r.violations > 0, || {
-        format!("the checker missed the mutant: {r:?}")
-    })?;
-    println!(
-        "#   caught: {}",
-        r.examples.first().map_or("", |e| e.as_str())
-    );
-    Ok(())
+    hooks_are_caught(ctx, &spec, hooks)
 }
 
 /// `rcu`: every slow-path fault sleeps 1 ms right after releasing its hold, so a writer
