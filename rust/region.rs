@@ -968,6 +968,39 @@ mod tests {
         Ok(())
     }
 
+    /// `reach` (the `range` engine's guess of what a plan will touch) covers what the
+    /// plan then takes out and puts in, merges with neighbours included.
+    #[test]
+    fn reach_covers_the_plan() -> Result {
+        // [0, 8) RW and [8, 16) RO over the same slots, and [20, 24).
+        let mut t = RegionTree::new(64);
+        map(&mut t, Placement::Fixed(0), 16)?;
+        map(&mut t, Placement::Fixed(20), 4)?;
+        apply(&mut t, Change::Protect(8, 16, RO))?;
+        let covers = |t: &RegionTree, change: Change| -> Result<bool> {
+            let (lo, hi) = t.reach(&change)?;
+            let plan = t.plan(change)?;
+            Ok(plan.is_empty() || (lo <= plan.lo && plan.hi <= hi))
+        };
+        // Inside one region: the whole region, and its neighbours.
+        assert_eq!(t.reach(&Change::Unmap(2, 3))?, (0, 16));
+        assert!(covers(&t, Change::Unmap(2, 3))?);
+        // PROTECT RO next to the RO region merges with it: its neighbour counts.
+        assert!(covers(&t, Change::Protect(6, 8, RO))?);
+        let plan = t.plan(Change::Protect(6, 8, RO))?;
+        assert_eq!((plan.lo, plan.hi), (0, 16));
+        // A MAP placed anywhere: the first free spot, which the plan picks.
+        let r = Region::new(4, Backing::Zero)?;
+        assert_eq!(t.reach(&Change::Map(r.clone(), Placement::Any))?, (16, 20));
+        assert!(covers(&t, Change::Map(r, Placement::Any))?);
+        // A REPLACE across two regions and a gap.
+        let r = Region::new(10, Backing::Zero)?;
+        assert!(covers(&t, Change::Map(r, Placement::Replace(12)))?);
+        // Nothing there: the range itself.
+        assert_eq!(t.reach(&Change::Unmap(40, 44))?, (40, 44));
+        Ok(())
+    }
+
     #[test]
     fn unmap_after_protect_keeps_protections() -> Result {
         let mut t = RegionTree::new(32);
