@@ -14,10 +14,10 @@
 //! arena of at most `VMALAB_MAX_ARENA_SIZE` (`EINVAL`). Everything a user makes the
 //! module allocate is charged to the user's memory cgroup (`GFP_KERNEL_ACCOUNT`).
 //!
-//! Every writer also follows `protocol/retire.rs`: from its publish until its free,
-//! the range it took regions out of is on the `retiring` list, and a writer whose
-//! range conflicts with one there waits before it publishes (test
-//! `map_reuses_unmapped_range`).
+//! Every writer also follows `protocol/retire.rs`: from its publish until its free
+//! (deferred engines: its zap), the range it took regions out of is on the `retiring`
+//! list, and a writer whose range conflicts with one there waits before it publishes
+//! (test `map_reuses_unmapped_range`).
 //!
 //! Engines that reclaim late (`Engine::deferred`) get their step 4 from a worker after
 //! a grace period (`deferred.rs`); the writer returns after its zap.
