@@ -56,6 +56,11 @@ pub fn suite() -> Vec<Test> {
             retire_wait_is_interruptible,
             120,
         ),
+        test(
+            "sync_wait_is_interruptible",
+            sync_wait_is_interruptible,
+            120,
+        ),
         test("close_with_live_mappings", close_with_live_mappings, 120),
         test(
             "fork_does_not_inherit_arena",
@@ -922,6 +927,59 @@ fn retire_wait_is_interruptible(ctx: &Ctx) -> TestResult {
     })?;
     // And the wait is over: a MAP now goes through.
     ok("map after", dev.map(PAGE_SIZE)).map(drop)
+}
+
+/// `rcu+def`: `VMALAB_IOC_SYNC` waits for the worker, which waits for a fault that
+/// holds the unmapped region while it sleeps 1 s in a slow backing; a signal ends
+/// the wait with `EINTR`, and a later SYNC returns once the hold is released, with
+/// everything freed.
+fn sync_wait_is_interruptible(ctx: &Ctx) -> TestResult {
+    let deferred_holds = ctx.engine.id == uapi::VMALAB_ENGINE_RCU && deferred_reclaim(&ctx.engine);
+    if !deferred_holds {
+        return Err(Outcome::Skip(format!(
+            "{}: no deferred reclaim waits for a fault",
+            ctx.engine.name
+        )));
+    }
+    let (dev, arena, ()) = space_with(ctx, ARENA, |_| Ok(()))?;
+    let slow = ok("map slow", dev.map_slow(PAGE_SIZE, 1_000_000))?;
+    // SAFETY: A handler that does nothing, installed without SA_RESTART.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigusr1 as *const () as usize;
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+    std::thread::scope(|s| {
+        // The slow first touch: sleeps 1 s in the fault, holding the region.
+        let toucher = s.spawn(|| arena.load(slow));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // Returns at once (deferred reclaim); the worker then waits for the hold.
+        ok("unmap", dev.unmap(slow, PAGE_SIZE))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = &dev;
+        let syncer = s.spawn(move || {
+            // SAFETY: The calling thread's own id.
+            tx.send(unsafe { libc::pthread_self() } as usize).ok();
+            d.sync()
+        });
+        let tid = rx
+            .recv()
+            .map_err(|e| Outcome::Fail(format!("syncer: {e}")))?;
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        // SAFETY: `tid` is the syncer thread, alive until joined below.
+        unsafe { libc::pthread_kill(tid as libc::pthread_t, libc::SIGUSR1) };
+        let synced = syncer.join().expect("syncer");
+        let touched = toucher.join().expect("toucher");
+        check(synced == Err(libc::EINTR), || {
+            format!("SYNC while the worker drains, signalled: {synced:?}, want EINTR (load {touched:?})")
+        })
+    })?;
+    // The hold is released now: SYNC completes, and nothing is left.
+    ok("sync after", dev.sync())?;
+    let i = ok("info", dev.info())?;
+    check(i.regions == 0 && i.pages == 0, || {
+        format!("after SYNC: {i:?}")
+    })
 }
 
 fn mutant_skip_retire_wait_is_caught(ctx: &Ctx) -> TestResult {
