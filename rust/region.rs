@@ -212,7 +212,9 @@ impl Region {
             return false;
         };
         if !valid() {
-            return false; // Retired under us: `->fault` looks again.
+            // Retired under us: `->fault` looks again.
+            stats.inc(uapi::VMALAB_CTR_FAULT_RETRY);
+            return false;
         }
         let mut hit = false;
         for pgoff in lo..=hi {

@@ -111,9 +111,8 @@ pub struct VmalabTestHooks {
     /// protection up and making the PTE writable (at most [`VMALAB_MAX_DELAY_US`]; 0:
     /// off). Widens the window in which a writer can change the protection.
     pub mkwrite_delay_us: u32,
-    /// `spf`, `rcu` with [`VMALAB_CONFIG_DEFERRED`]: microseconds a fault spins
-    /// (inside its RCU read section) between looking its region up and taking the PTE
-    /// lock to install (at most [`VMALAB_MAX_SPIN_US`]; 0: off). Widens the window in
+    /// `spf`, `rcu`: microseconds a fault (and fault-around) spins (inside its RCU
+    /// read section) between looking its region up and taking the PTE lock to install (at most [`VMALAB_MAX_SPIN_US`]; 0: off). Widens the window in
     /// which a writer can publish and zap under it.
     pub install_delay_us: u32,
 }
@@ -301,7 +300,8 @@ pub const VMALAB_CTR_FAULT_SLOW: usize = 1;
 pub const VMALAB_CTR_FAULT_SIGBUS: usize = 2;
 /// Counter (`spf`, `rcu` with [`VMALAB_CONFIG_DEFERRED`]): fault attempts whose
 /// check under the PTE lock found that a writer had taken their region out (nothing
-/// installed; `spf` tries again, `rcu` lets the access fault again).
+/// installed; `spf` tries again, `rcu` lets the access fault again, fault-around
+/// leaves the fault to `->fault`).
 pub const VMALAB_CTR_FAULT_RETRY: usize = 3;
 /// Counter: faults answered with `VM_FAULT_OOM`.
 pub const VMALAB_CTR_FAULT_OOM: usize = 4;

@@ -187,7 +187,9 @@ impl Engine for RcuEngine {
         // `do_fault_around` already holds rcu_read_lock; nesting costs a per-task count.
         let guard = rcu::read_lock();
         let validate = self.validates();
-        match self.map.load(f.pgoff(), &guard) {
+        let found = self.map.load(f.pgoff(), &guard);
+        test_spin(&self.install_delay_us);
+        match found {
             Some(slot) => slot.region.map_present(slot.start, f, stats, || {
                 !validate || slot.region.still_published()
             }),

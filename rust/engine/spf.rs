@@ -148,7 +148,9 @@ impl Engine for SpfEngine {
         let validate = self.validates();
         let seen = self.seq.load(Acquire);
         let guard = rcu::read_lock();
-        match self.map.load(f.pgoff(), &guard) {
+        let found = self.map.load(f.pgoff(), &guard);
+        test_spin(&self.install_delay_us);
+        match found {
             Some(slot) => slot.region.map_present(slot.start, f, stats, || {
                 !validate || self.still_valid(slot, seen)
             }),
