@@ -300,10 +300,10 @@ impl Region {
         if !valid() {
             return Speculative::Done(FaultOutcome::Retry);
         }
+        // Checked under the PTE lock just above; the region is freed after a grace
+        // period that began after the writer's zap and cannot end inside our section.
         // SAFETY: `page` belongs to this region, which outlives its PTEs (ownership
-        // rule at `Region`: validated under the PTE lock, freed after a grace period
-        // that began after the writer's zap, which cannot end while we are in our read
-        // section).
+        // rule at `Region`).
         match unsafe { ptes.install(f.pgoff(), &page, writable) } {
             Ok(_) => Speculative::Done(FaultOutcome::Mapped),
             Err(_) => Speculative::Done(FaultOutcome::SigBus), // Outside the VMA: a bug.

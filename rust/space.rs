@@ -658,11 +658,11 @@ impl Space {
             freed += if mutants != 0 {
                 r.present_in(offset, n)
             } else {
+                // Deferred engines: their installs are checked, and this runs in the
+                // worker after a grace period begun after the zap and after the holds
+                // drained, so no fault still touches the slots either.
                 // SAFETY: `r` left at publish, quiesce and zap ran: no fault reaches
                 // this part, no PTE maps it, no region in the set has these slots.
-                // (Deferred engines: validated installs, and this runs in the worker
-                // after a grace period begun after the zap and after the holds
-                // drained: no fault still touches the slots.)
                 unsafe { r.punch(offset, n) }
             };
             vm_ops::cond_resched();

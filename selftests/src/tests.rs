@@ -859,12 +859,45 @@ fn map_reuse_loop(ctx: &Ctx, mutants: u32, pages: usize) -> Result<(u64, Vec<Str
 
 extern "C" fn on_sigusr1(_: libc::c_int) {}
 
+/// Runs `call` (a blocking ioctl) on a thread of its own, sends that thread a
+/// `SIGUSR1` whose handler does nothing and does not ask for restarts once `after`
+/// has passed, and returns what `call` returned (`EINTR` if the signal ended a wait).
+fn interrupted<T: Send>(
+    what: &str,
+    after: std::time::Duration,
+    call: impl FnOnce() -> T + Send,
+) -> Result<T, Outcome> {
+    // SAFETY: A handler that does nothing, installed without SA_RESTART.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigusr1 as *const () as usize;
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let caller = s.spawn(move || {
+            // SAFETY: The calling thread's own id.
+            tx.send(unsafe { libc::pthread_self() } as usize).ok();
+            call()
+        });
+        let tid = rx
+            .recv()
+            .map_err(|e| Outcome::Fail(format!("{what}: {e}")))?;
+        std::thread::sleep(after);
+        // SAFETY: `tid` is the caller thread, alive until joined below.
+        unsafe { libc::pthread_kill(tid as libc::pthread_t, libc::SIGUSR1) };
+        Ok(caller.join().expect(what))
+    })
+}
+
 /// The retiring-range wait is interruptible (the error path of `retire::publish`): a
 /// MAP placed anywhere waits while an UNMAP is still running; a signal whose handler
 /// does not ask for restarts makes it fail with `EINTR`, and it changed nothing. The
 /// UNMAP is kept running by a fault on a slow backing that sleeps 1 s holding the
-/// region (`rcu`: the UNMAP's drain waits for it; `rwsem`'s UNMAP would wait in its
-/// publish instead, holding the list's lock, so there no MAP can reach the wait).
+/// region (`rcu`: the UNMAP's drain waits for it, after its publish; `rwsem`'s UNMAP
+/// waits for the write lock before it publishes, so the test's check that the UNMAP
+/// published first cannot hold there; `rcu+def`'s drain runs after the UNMAP left the
+/// list).
 fn retire_wait_is_interruptible(ctx: &Ctx) -> TestResult {
     if ctx.engine.id != uapi::VMALAB_ENGINE_RCU || deferred_reclaim(&ctx.engine) {
         // (`rcu+def`: the UNMAP's drain runs in the worker, after the UNMAP returned
@@ -876,12 +909,6 @@ fn retire_wait_is_interruptible(ctx: &Ctx) -> TestResult {
     }
     let (dev, arena, ()) = space_with(ctx, ARENA, |_| Ok(()))?;
     let slow = ok("map slow", dev.map_slow(PAGE_SIZE, 1_000_000))?;
-    // SAFETY: A handler that does nothing, installed without SA_RESTART.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_sigusr1 as *const () as usize;
-        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
-    }
     let regions = |d: &Device| d.info().map(|i| i.regions).unwrap_or(u64::MAX);
     std::thread::scope(|s| {
         // The slow first touch: sleeps 1 s in the fault, holding the region.
@@ -894,20 +921,8 @@ fn retire_wait_is_interruptible(ctx: &Ctx) -> TestResult {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let published = regions(&dev) == 0;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let d = &dev;
-        let mapper = s.spawn(move || {
-            // SAFETY: The calling thread's own id.
-            tx.send(unsafe { libc::pthread_self() } as usize).ok();
-            d.map(PAGE_SIZE)
-        });
-        let tid = rx
-            .recv()
-            .map_err(|e| Outcome::Fail(format!("mapper: {e}")))?;
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        // SAFETY: `tid` is the mapper thread, alive until joined below.
-        unsafe { libc::pthread_kill(tid as libc::pthread_t, libc::SIGUSR1) };
-        let mapped = mapper.join().expect("mapper");
+        let wait = std::time::Duration::from_millis(100);
+        let mapped = interrupted("mapper", wait, || dev.map(PAGE_SIZE))?;
         let unmapped = unmapper.join().expect("unmapper");
         let touched = toucher.join().expect("toucher");
         check(published, || "the UNMAP never published".into())?;
@@ -943,32 +958,14 @@ fn sync_wait_is_interruptible(ctx: &Ctx) -> TestResult {
     }
     let (dev, arena, ()) = space_with(ctx, ARENA, |_| Ok(()))?;
     let slow = ok("map slow", dev.map_slow(PAGE_SIZE, 1_000_000))?;
-    // SAFETY: A handler that does nothing, installed without SA_RESTART.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_sigusr1 as *const () as usize;
-        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
-    }
     std::thread::scope(|s| {
         // The slow first touch: sleeps 1 s in the fault, holding the region.
         let toucher = s.spawn(|| arena.load(slow));
         std::thread::sleep(std::time::Duration::from_millis(100));
         // Returns at once (deferred reclaim); the worker then waits for the hold.
         ok("unmap", dev.unmap(slow, PAGE_SIZE))?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let d = &dev;
-        let syncer = s.spawn(move || {
-            // SAFETY: The calling thread's own id.
-            tx.send(unsafe { libc::pthread_self() } as usize).ok();
-            d.sync()
-        });
-        let tid = rx
-            .recv()
-            .map_err(|e| Outcome::Fail(format!("syncer: {e}")))?;
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        // SAFETY: `tid` is the syncer thread, alive until joined below.
-        unsafe { libc::pthread_kill(tid as libc::pthread_t, libc::SIGUSR1) };
-        let synced = syncer.join().expect("syncer");
+        let wait = std::time::Duration::from_millis(200);
+        let synced = interrupted("syncer", wait, || dev.sync())?;
         let touched = toucher.join().expect("toucher");
         check(synced == Err(libc::EINTR), || {
             format!("SYNC while the worker drains, signalled: {synced:?}, want EINTR (load {touched:?})")
