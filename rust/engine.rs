@@ -48,6 +48,7 @@ pub(crate) mod locked;
 pub(crate) mod none;
 pub(crate) mod percpu;
 pub(crate) mod pi;
+pub(crate) mod ptshard;
 pub(crate) mod range;
 pub(crate) mod rcu;
 pub(crate) mod rwsem;
@@ -266,6 +267,10 @@ pub(crate) fn new(id: u32, flags: u32, arena_pages: usize) -> Result<Arc<dyn Eng
         }
         uapi::VMALAB_ENGINE_SPF => Arc::pin_init(
             spf::SpfEngine::new(arena_pages, flags & uapi::VMALAB_CONFIG_REGION_SEQ != 0),
+            GFP_KERNEL_ACCOUNT,
+        )?,
+        uapi::VMALAB_ENGINE_PTSHARD => Arc::pin_init(
+            ptshard::PtShardEngine::new(arena_pages)?,
             GFP_KERNEL_ACCOUNT,
         )?,
         _ => return Err(EINVAL),

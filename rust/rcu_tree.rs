@@ -329,6 +329,23 @@ impl<T: Send + Sync> RcuRangeMap<T> {
         unsafe { p.cast::<Node<T>>().as_ref() }
     }
 
+    /// Returns the first entry at or after `*index` and moves `*index` past it (to 0
+    /// after the last index). Never sleeps and writes nothing shared.
+    pub(crate) fn find<'g>(
+        &self,
+        index: &mut usize,
+        _guard: &'g rcu::Guard,
+    ) -> Option<&'g Node<T>> {
+        let mut i = *index as c_ulong;
+        // SAFETY: The tree is initialised (type invariant); `mt_find` is an RCU reader
+        // and advances `i` past the entry it returns.
+        let p = unsafe { bindings::mt_find(self.tree.get(), &mut i, c_ulong::MAX) };
+        *index = i as usize;
+        // SAFETY: As in `load`: a live node, freed only after a grace period the
+        // caller's guard holds off.
+        unsafe { p.cast::<Node<T>>().as_ref() }
+    }
+
     /// Holds `entry` (just returned by [`Self::load`] under `guard`) beyond the read
     /// section. One atomic increment on the entry: the slow path's cost.
     pub(crate) fn hold(&self, entry: &Node<T>, _guard: &rcu::Guard) -> Held<'_, T> {

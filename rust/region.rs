@@ -738,6 +738,20 @@ impl RegionTree {
         }
     }
 
+    /// Adds `region`, already in some other index, at `start` (`ptshard` gathers the
+    /// regions of the spans it locked into a tree to plan on). `EINVAL` if it would
+    /// not lie inside the arena or would overlap a region here.
+    pub(crate) fn adopt(&mut self, start: usize, region: Arc<Region>) -> Result {
+        let end = start.checked_add(region.npages()).ok_or(EINVAL)?;
+        self.check_range(start, end)?;
+        if self.overlapping(start, end).next().is_some() {
+            return Err(EINVAL);
+        }
+        // INVARIANT: inside the arena and overlapping nothing, checked just above.
+        self.tree.try_create_and_insert(end, region, GFP_KERNEL)?;
+        Ok(())
+    }
+
     /// Removes every region (on close), appending them to `out`.
     pub(crate) fn drain(&mut self, out: &mut KVec<(usize, Arc<Region>)>) -> Result {
         out.reserve(self.len(), GFP_KERNEL)?;

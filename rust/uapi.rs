@@ -78,7 +78,8 @@ pub const VMALAB_MUTANT_SKIP_GRACE_PERIOD: u32 = 1 << 1;
 /// Mutant (`rcu`): writers wait for a grace period but not for holds to drain.
 pub const VMALAB_MUTANT_SKIP_DRAIN: u32 = 1 << 2;
 /// Mutant (`rwsem`, `percpu`, `pi`): faults drop the read lock before they install the PTE,
-/// so writers no longer wait for them.
+/// so writers no longer wait for them. (`ptshard`: a fault that slept installs through
+/// the region it held without re-taking its span lock and confirming the region.)
 pub const VMALAB_MUTANT_UNLOCKED_INSTALL: u32 = 1 << 3;
 /// Mutant (all engines that modify): a writer does not wait for running writer
 /// operations that cover its range, so a MAP can be placed where an UNMAP has
@@ -154,8 +155,14 @@ pub const VMALAB_ENGINE_SPF: u32 = 6;
 /// range lock held by faults (one page, read) and by writers (the range they change,
 /// write), so that faults and writers in disjoint ranges do not wait for each other.
 pub const VMALAB_ENGINE_RANGE: u32 = 7;
+/// Engine: Piggin's page-table-sharded regions (2009): each 2 MiB span of the arena
+/// (what one PTE table maps) has its own small extent tree under its own spinlock, so
+/// a fault locks only its span; a fault that must sleep holds its region, drops the
+/// lock, and confirms the region under it again before it installs. Placement is a
+/// separate global free-space tree.
+pub const VMALAB_ENGINE_PTSHARD: u32 = 8;
 /// Engine ids are dense from 1; this is one past the last valid id.
-pub const VMALAB_ENGINE_END: u32 = 8;
+pub const VMALAB_ENGINE_END: u32 = 9;
 
 /// Returns the name of an engine id, or `None` for an unknown id.
 pub const fn engine_name(id: u32) -> Option<&'static str> {
@@ -167,6 +174,7 @@ pub const fn engine_name(id: u32) -> Option<&'static str> {
         VMALAB_ENGINE_PI => Some("pi"),
         VMALAB_ENGINE_SPF => Some("spf"),
         VMALAB_ENGINE_RANGE => Some("range"),
+        VMALAB_ENGINE_PTSHARD => Some("ptshard"),
         _ => None,
     }
 }
@@ -350,8 +358,13 @@ pub const VMALAB_CTR_FAULT_FALLBACK: usize = 23;
 /// Counter (`spf`, `rcu` with [`VMALAB_CONFIG_DEFERRED`]): writer operations whose
 /// memory a worker freed after a grace period (deferred reclaim).
 pub const VMALAB_CTR_DEFERRED_FREES: usize = 24;
+/// Counter (`ptshard`): span locks taken by faults (`map_pages`, `->fault`,
+/// `pfn_mkwrite` lookups). Each is a write to the span's own line, shared only with
+/// faults in the same 2 MiB — not counted in [`VMALAB_CTR_SHARED_WRITES`], which
+/// counts lines every faulting CPU of the arena writes.
+pub const VMALAB_CTR_SPAN_LOCKS: usize = 25;
 /// Number of counters currently defined.
-pub const VMALAB_CTR_DEFINED: usize = 25;
+pub const VMALAB_CTR_DEFINED: usize = 26;
 
 /// Counter names, indexed by `VMALAB_CTR_*`.
 pub const COUNTER_NAMES: [&str; VMALAB_CTR_DEFINED] = [
@@ -380,6 +393,7 @@ pub const COUNTER_NAMES: [&str; VMALAB_CTR_DEFINED] = [
     "read_waits",
     "fault_fallback",
     "deferred_frees",
+    "span_locks",
 ];
 
 /// Argument of [`VMALAB_IOC_INFO`].

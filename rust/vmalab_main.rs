@@ -16,6 +16,7 @@
 mod backing;
 mod deferred;
 mod engine;
+mod free_space;
 mod pages;
 mod percpu_rw;
 mod percpu_rwsem;

@@ -48,6 +48,7 @@ pub fn suite() -> Vec<Test> {
         test("replace_races_faults", replace_races_faults, 600),
         test("slow_backing_races_unmap", slow_backing_races_unmap, 600),
         test("splits_keep_pages_and_data", splits_keep_pages_and_data, 60),
+        test("splits_across_spans", splits_across_spans, 120),
         test("split_races_faults", split_races_faults, 600),
         test("protect_races_writers", protect_races_writers, 600),
         test("map_reuses_unmapped_range", map_reuses_unmapped_range, 600),
@@ -162,6 +163,7 @@ pub fn suite() -> Vec<Test> {
                     uapi::VMALAB_ENGINE_RWSEM,
                     uapi::VMALAB_ENGINE_PERCPU,
                     uapi::VMALAB_ENGINE_PI,
+                    uapi::VMALAB_ENGINE_PTSHARD,
                 ]
                 .contains(&e.id)
             },
@@ -1443,6 +1445,12 @@ fn slow_backing_races_unmap(ctx: &Ctx) -> TestResult {
             "no unmap ever found a hold outstanding: the drain went untested".into()
         })?;
     }
+    if ctx.engine.id == uapi::VMALAB_ENGINE_PTSHARD {
+        // Faults that slept across an unmap walked again and found their region gone.
+        check(c[uapi::VMALAB_CTR_FAULT_RETRY] > 0, || {
+            "no fault that slept ever found its region gone: the confirmation went untested".into()
+        })?;
+    }
     Ok(())
 }
 
@@ -1753,6 +1761,110 @@ fn changes_after_mmap_policy(ctx: &Ctx) -> TestResult {
 /// shared-cache-line writes per such fault are what predicts scaling: 0 for `rcu`,
 /// `none` and `percpu` (no writer), 2 (`down_read` + `up_read`) for `rwsem` and (up
 /// and down the count) `pi`.
+/// Regions that cross 2 MiB spans (`ptshard` keeps one tree per span): cuts, protects
+/// and a replace whose pieces reach into spans beyond the range changed, with one
+/// checked word per page.
+fn splits_across_spans(ctx: &Ctx) -> TestResult {
+    const SPAN: usize = 512; // Pages per PTE table.
+    let p = PAGE_SIZE;
+    let (dev, arena, off) = space_with(ctx, ARENA, |dev| {
+        ok("map 3 spans", dev.map_at(0, 3 * SPAN * p, false))
+    })?;
+    let npages = 3 * SPAN + 16;
+    let tag = |page: usize| word(3, off + page * p);
+    let check_pages = |what: &str, f: &dyn Fn(usize) -> Result<u64, probe::Fault>| {
+        for page in 0..npages {
+            let (got, want) = (arena.load(off + page * p), f(page));
+            check(got == want, || {
+                format!("{what}: page {page}: load {got:?}, want {want:?}")
+            })?;
+        }
+        Ok::<_, Outcome>(())
+    };
+    for page in 0..3 * SPAN {
+        arena
+            .store(off + page * p, tag(page))
+            .map_err(|f| Outcome::Fail(format!("store to page {page}: {f:?}")))?;
+    }
+    if !uapi::engine_can_modify_mapped(ctx.engine.id) {
+        return check_pages("mapped", &|page| {
+            if page < 3 * SPAN {
+                Ok(tag(page))
+            } else {
+                Err(probe::Fault::Bus)
+            }
+        });
+    }
+    // Across the first boundary: [0, 500) and [530, 1536) stay, with their data.
+    ok("unmap [500, 530)", dev.unmap(500 * p, 30 * p))?;
+    // Across the second, inside the right part: splits it in three, whose ends lie
+    // in spans the range does not touch.
+    ok(
+        "protect RO [1000, 1100)",
+        dev.protect(1000 * p, 100 * p, uapi::VMALAB_PROT_READ),
+    )?;
+    // Over the end of the region into free space, and a page past it.
+    ok(
+        "replace [1530, 1546)",
+        dev.map_at(1530 * p, 16 * p, true).map(drop),
+    )?;
+    let regions = ok("info", dev.info())?.regions;
+    check(regions == 5, || {
+        format!("{regions} regions, want 5: [0,500) [530,1000) [1000,1100) [1100,1530) [1530,1546)")
+    })?;
+    check_pages("after the changes", &|page| match page {
+        500..530 => Err(probe::Fault::Bus),
+        1530..1546 => Ok(0),
+        1546.. => Err(probe::Fault::Bus),
+        _ => Ok(tag(page)),
+    })?;
+    for (page, want) in [
+        (999, Ok(())),
+        (1000, Err(probe::Fault::Segv)),
+        (1023, Err(probe::Fault::Segv)),
+        (1024, Err(probe::Fault::Segv)),
+        (1099, Err(probe::Fault::Segv)),
+        (1100, Ok(())),
+    ] {
+        let at = off + page * p + 8;
+        let got = arena.store(at, 1);
+        check(got == want, || {
+            format!("store to page {page}: {got:?}, want {want:?}")
+        })?;
+        if got.is_ok() {
+            arena
+                .store(at, 0)
+                .map_err(|f| Outcome::Fail(format!("restore page {page}: {f:?}")))?;
+        }
+    }
+    // Back to read-write: the three parts merge again, across both boundaries.
+    ok(
+        "protect RW [1000, 1100)",
+        dev.protect(1000 * p, 100 * p, uapi::VMALAB_PROT_READ_WRITE),
+    )?;
+    let regions = ok("info", dev.info())?.regions;
+    check(regions == 3, || {
+        format!("{regions} regions after RW again, want 3")
+    })?;
+    // A one-page UNMAP far from the region's start (which lies in another span).
+    ok("unmap [1400, 1401)", dev.unmap(1400 * p, p))?;
+    check_pages("after the last unmap", &|page| match page {
+        500..530 | 1400 => Err(probe::Fault::Bus),
+        1530..1546 => Ok(0),
+        1546.. => Err(probe::Fault::Bus),
+        _ => Ok(tag(page)),
+    })?;
+    ok("unmap all", dev.unmap(0, npages * p))?;
+    ok("sync", dev.sync())?;
+    let end = ok("info", dev.info())?;
+    check(end.regions == 0 && end.pages == 0, || {
+        format!(
+            "{} regions, {} pages left after unmapping all",
+            end.regions, end.pages
+        )
+    })
+}
+
 fn fast_path_shared_writes(ctx: &Ctx) -> TestResult {
     let pages = 256;
     let len = pages * PAGE_SIZE;
@@ -1805,9 +1917,11 @@ fn fast_path_shared_writes(ctx: &Ctx) -> TestResult {
             // Every fault registers in the range lock and unregisters: its mutex
             // twice, 6 counted writes.
             acq >= 2 * (fast + slow) && writes >= 3 * acq
-        } else if ctx.engine.flags & uapi::VMALAB_CONFIG_KERNEL_LOCK != 0 {
-            // `percpu+sem`: lockdep sees every percpu_down_read; none writes a shared
-            // line (checked below).
+        } else if ctx.engine.flags & uapi::VMALAB_CONFIG_KERNEL_LOCK != 0
+            || ctx.engine.id == uapi::VMALAB_ENGINE_PTSHARD
+        {
+            // `percpu+sem`: lockdep sees every percpu_down_read; `ptshard`: every span
+            // lock. Neither writes an arena-wide line (checked below).
             acq >= fast + slow
         } else {
             acq == 0
@@ -1845,6 +1959,20 @@ fn fast_path_shared_writes(ctx: &Ctx) -> TestResult {
         }),
         // Zijlstra's lock: every fault goes through `->fault` holding it for read, and
         // with no writer announced a read lock is a per-CPU add and subtract.
+        // Piggin's span locks: one per fault, on the span's own line — not an
+        // arena-wide write.
+        uapi::VMALAB_ENGINE_PTSHARD => {
+            let spans = d(uapi::VMALAB_CTR_SPAN_LOCKS);
+            println!("#   {spans} span locks");
+            check(
+                writes == 0 && slow == 0 && fast > 0 && spans >= fast,
+                || {
+                    format!(
+                        "ptshard: {writes} shared writes, {spans} span locks for {fast} fast and {slow} slow faults, want 0 and >= 1 each"
+                    )
+                },
+            )
+        }
         uapi::VMALAB_ENGINE_PERCPU => check(writes == 0 && fast + slow > 0, || {
             format!(
                 "percpu: {writes} shared writes for {} faults, want 0 (no writer)",

@@ -63,6 +63,7 @@ fn c_header_matches_rust_uapi() {
         ("VMALAB_IOC_SYNC", VMALAB_IOC_SYNC as u64),
         ("VMALAB_ENGINE_SPF", VMALAB_ENGINE_SPF as u64),
         ("VMALAB_ENGINE_RANGE", VMALAB_ENGINE_RANGE as u64),
+        ("VMALAB_ENGINE_PTSHARD", VMALAB_ENGINE_PTSHARD as u64),
         (
             "VMALAB_CTR_FAULT_FALLBACK",
             VMALAB_CTR_FAULT_FALLBACK as u64,
@@ -71,6 +72,7 @@ fn c_header_matches_rust_uapi() {
             "VMALAB_CTR_DEFERRED_FREES",
             VMALAB_CTR_DEFERRED_FREES as u64,
         ),
+        ("VMALAB_CTR_SPAN_LOCKS", VMALAB_CTR_SPAN_LOCKS as u64),
         ("VMALAB_CONFIG_DEFERRED", VMALAB_CONFIG_DEFERRED as u64),
         ("VMALAB_CONFIG_REGION_SEQ", VMALAB_CONFIG_REGION_SEQ as u64),
         (

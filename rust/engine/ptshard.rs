@@ -1,0 +1,570 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Engine `ptshard`: Piggin's page-table-sharded region trees (seed 000) — "why not put
+//! vma extents in the bottom level page tables, like we do with the page table lock?
+//! We can use the page table locks to protect each tree".
+//!
+//! The arena is cut into *spans* of [`SPAN_PAGES`] pages, the 2 MiB one PTE table
+//! maps. Each span that ever held a region has a [`Span`]: the regions overlapping it
+//! (whole, with their starts: a region crossing spans is in each) in a small sorted
+//! vector, under the span's own spinlock. The page-table lock itself is not reachable
+//! from a module (a PTE table's `struct ptdesc` has no room for our tree, and the
+//! kernel may free the table), so the span lock stands in for it with its cache
+//! profile: one lock per 2 MiB, on its own cache line, written only by faults in that
+//! 2 MiB and by writers changing regions there.
+//!
+//! Spans are found by their index in an RCU-mode maple tree ([`RcuRangeMap`]), not an
+//! array: an arena reaches 2^26 spans. Writers create a span before its first region
+//! goes in; spans are never removed while the file is open (an empty one costs its
+//! record, about 200 bytes, until close).
+//!
+//! Readers:
+//! - `map_pages` and `->fault` find their span under `rcu_read_lock()` (no shared
+//!   write), take its lock — the one write, to a line shared only with faults in the
+//!   same 2 MiB (counted in `span_locks`, not `shared_writes`) — find the region,
+//!   and install the PTE under it. A writer changes the span's regions under the same
+//!   lock, so a fault that found a region installs before that region leaves.
+//! - A fault that must sleep (the slow backing, a reclaiming allocation, no PTE
+//!   table) takes a reference on the region (2 writes to the region's refcount,
+//!   counted in `shared_writes`), drops the span lock, prepares the page (or the
+//!   table), then walks again: span, lock, region — and installs only if the region
+//!   is still the one it held (`Arc::ptr_eq`; the reference rules out a new region at
+//!   the same address). Otherwise it counts a failed check (`fault_retry`) and goes on
+//!   with what it found. The prepared page enters the region's slots only under the
+//!   lock, confirmed: a fault whose region left never stores into it, so a writer's
+//!   punch frees everything and nothing is left for a deferred reclaim.
+//!
+//! Writers:
+//! - Placement is a separate structure ([`FreeSpace`], one global extent tree under
+//!   `free`): a MAP reserves its range there first (at the lowest fit, or at its fixed
+//!   address, `EEXIST` if taken), a REPLACE marks its range taken and an UNMAP frees
+//!   its range after its publish. `Space`'s retiring list keeps writers whose ranges
+//!   overlap from publishing at once (and a MAP placed anywhere from publishing beside
+//!   any other), so an UNMAP's range is not reused before its zap.
+//! - A writer then locks, for write, the spans its change touches in `writers` (a
+//!   [`RangeLock`] over span indices): the spans of its range and its neighbours,
+//!   widened to the regions it cuts — which may reach into spans beyond its range —
+//!   and retried with the wider set if a plan reaches further. Writers on disjoint
+//!   spans go on in parallel.
+//! - Under those, it gathers the regions of its spans into a private [`RegionTree`],
+//!   plans the change there (the same splits and merges as every engine), creates the
+//!   spans its new regions need and builds each touched span's new vector (all the
+//!   allocation), charges the budget, and then swaps the vectors in, span by span in
+//!   address order, each under its span lock. No fault sees a gap: at each page it
+//!   finds the old region or the new one.
+//! - Why not one lock per span held across the whole change, as Piggin would take page
+//!   table locks: a change may touch 2^26 spans, and a task can hold neither that many
+//!   spinlocks (the preemption count has 8 bits) nor that many locks lockdep tracks
+//!   (48); the range lock holds any number of spans as one lock.
+//! - No quiesce: every install happens under the span lock of its page, before the
+//!   writer's swap there or after it (then with the new region). `Space` zaps and
+//!   frees after the publish, as for `rwsem`.
+//!
+//! Lock order: `mmap_lock` / per-VMA lock → RCU read section → span lock → PTE lock
+//! (faults); `writers` (a span range, held for write) → `free` / the maple tree's
+//! internal lock / one span lock at a time (writers). `free` is never held while
+//! waiting for `writers`.
+
+#![deny(unsafe_code)]
+
+use crate::{
+    backing::Backing,
+    engine::{Budget, Engine, Unpublished},
+    free_space::{FreeSpace, Spare},
+    range_lock::RangeLock,
+    rcu_tree::{RcuRangeMap, Wait},
+    region::{Change, Placement, Plan, Prot, Region, RegionTree, Speculative},
+    stats::Stats,
+    uapi,
+    vm_ops::{Fault, FaultAround, FaultOutcome},
+};
+use kernel::{
+    new_mutex, new_spinlock,
+    page::Page,
+    prelude::*,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        rcu, Arc, Mutex, SpinLock,
+    },
+};
+
+/// Pages in a span: those one PTE table maps (x86-64's `PTRS_PER_PTE`, 2 MiB).
+pub(crate) const SPAN_PAGES: usize = 512;
+
+/// Shared-line writes of a slow fault's region reference (increment, decrement).
+const REF_WRITES: u64 = 2;
+
+/// How often a fault walks again after preparing what it needed before it gives up
+/// and lets the access fault again (each walk after the first follows a sleep).
+const MAX_WALKS: usize = 4;
+
+/// The span holding page `pgoff`.
+#[inline]
+fn span_of(pgoff: usize) -> usize {
+    pgoff / SPAN_PAGES
+}
+
+/// One region in a span's vector.
+struct Extent {
+    /// The region's first page (in the arena).
+    start: usize,
+    /// One past its last page.
+    end: usize,
+    region: Arc<Region>,
+}
+
+/// The regions overlapping one span.
+///
+/// # Invariants
+///
+/// Sorted by `start`, not overlapping; each overlaps the span.
+type Extents = KVec<Extent>;
+
+/// The extent covering `pgoff`, if any.
+#[inline]
+fn find(extents: &Extents, pgoff: usize) -> Option<&Extent> {
+    let i = extents.partition_point(|e| e.end <= pgoff);
+    extents.get(i).filter(|e| e.start <= pgoff)
+}
+
+/// One span: its index and its regions under its lock, alone on its cache line(s).
+#[pin_data]
+#[repr(align(64))]
+struct Span {
+    index: usize,
+    #[pin]
+    extents: SpinLock<Extents>,
+}
+
+impl Span {
+    fn new(index: usize) -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(Self {
+                index,
+                extents <- new_spinlock!(KVec::new(), "vmalab_ptshard_span"),
+            }),
+            GFP_KERNEL_ACCOUNT,
+        )
+    }
+
+    /// Copies the span's extents (the caller holds the span for write in `writers`,
+    /// so they cannot change meanwhile): `(start, region)` of those `keep` accepts.
+    fn snapshot(&self, keep: impl Fn(&Extent) -> bool) -> Result<KVec<(usize, Arc<Region>)>> {
+        let n = self.extents.lock().len();
+        let mut out = KVec::with_capacity(n, GFP_KERNEL)?;
+        for e in self.extents.lock().iter().filter(|e| keep(e)) {
+            if out
+                .push_within_capacity((e.start, e.region.clone()))
+                .is_err()
+            {
+                return Err(EINVAL); // Changed under a writer's lock: a bug.
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The page-table-sharded engine.
+#[pin_data]
+pub(crate) struct PtShardEngine {
+    /// Span index → span, read by faults under RCU.
+    #[pin]
+    spans: RcuRangeMap<Arc<Span>>,
+    /// Writers' spans (indices), held for write while they change them.
+    #[pin]
+    writers: RangeLock,
+    /// Placement: the arena's free space.
+    #[pin]
+    free: Mutex<FreeSpace>,
+    arena_pages: usize,
+    /// Regions, extents (region-span pairs) and spans, and the regions' bookkeeping
+    /// bytes: kept by writers for `usage`.
+    regions: Atomic<isize>,
+    extents: Atomic<isize>,
+    nspans: Atomic<isize>,
+    region_bytes: Atomic<isize>,
+    /// `VMALAB_MUTANT_*` bits armed by the test hook (0 in normal use).
+    mutants: Atomic<u32>,
+}
+
+/// What a fault's walk came to.
+enum Walk {
+    Done(FaultOutcome),
+    /// Sleep for this (holding the region), then walk again.
+    Page(Backing, Arc<Region>, usize),
+    Table(Arc<Region>),
+}
+
+impl PtShardEngine {
+    /// An engine with no regions for an arena of `arena_pages` pages.
+    pub(crate) fn new(arena_pages: usize) -> Result<impl PinInit<Self>> {
+        let free = FreeSpace::new(arena_pages)?;
+        Ok(pin_init!(Self {
+            spans <- RcuRangeMap::new(),
+            writers <- RangeLock::new(),
+            free <- new_mutex!(free, "vmalab_ptshard_free"),
+            arena_pages,
+            regions: Atomic::new(0),
+            extents: Atomic::new(0),
+            nspans: Atomic::new(0),
+            region_bytes: Atomic::new(0),
+            mutants: Atomic::new(0),
+        }))
+    }
+
+    /// The span `index` (a writer's; it holds `index` for write).
+    fn span(&self, index: usize) -> Option<Arc<Span>> {
+        let guard = rcu::read_lock();
+        self.spans.load(index, &guard).map(|n| (**n).clone())
+    }
+
+    /// The existing spans in `[lo, hi)`, in order (a writer's).
+    fn spans_in(&self, lo: usize, hi: usize) -> Result<KVec<Arc<Span>>> {
+        let mut out = KVec::new();
+        let mut index = lo;
+        loop {
+            let span = {
+                let guard = rcu::read_lock();
+                match self.spans.find(&mut index, &guard) {
+                    Some(n) if n.index < hi => (**n).clone(),
+                    _ => return Ok(out),
+                }
+            };
+            out.push(span, GFP_KERNEL)?;
+            if index == 0 {
+                return Ok(out); // Past the last index.
+            }
+        }
+    }
+
+    /// Creates span `index` unless it exists (the caller holds it for write).
+    fn ensure_span(&self, index: usize) -> Result {
+        if self.span(index).is_some() {
+            return Ok(());
+        }
+        let span = Span::new(index)?;
+        let mut entry = KVec::with_capacity(1, GFP_KERNEL)?;
+        entry.push((index, index, span), GFP_KERNEL)?;
+        let mut retired = KVec::new();
+        self.spans.replace(index, index + 1, entry, &mut retired)?;
+        // Nothing was there (checked above, under our hold of `index`); if something
+        // was (a bug), free it only after the readers.
+        if !retired.is_empty() {
+            kernel::warn_on!(true);
+            self.spans.reclaim(retired, Wait::Normal, drop);
+        }
+        self.nspans.add(1, Relaxed);
+        Ok(())
+    }
+
+    /// The regions of the spans in `[lo, hi)`, gathered into a tree to plan on.
+    fn gather(&self, lo: usize, hi: usize) -> Result<RegionTree> {
+        let mut tree = RegionTree::new(self.arena_pages);
+        for span in self.spans_in(lo, hi)? {
+            // Each region once: from the first of these spans it overlaps.
+            let first = |e: &Extent| span_of(e.start.max(lo * SPAN_PAGES)) == span.index;
+            for (start, region) in span.snapshot(first)? {
+                tree.adopt(start, region)?;
+            }
+        }
+        Ok(tree)
+    }
+
+    /// The slow fault's step when it cannot finish under the span lock.
+    fn walk(
+        &self,
+        f: &Fault<'_>,
+        stats: &Stats,
+        held: Option<&Arc<Region>>,
+        prepared: &mut Option<Page>,
+    ) -> Walk {
+        let pgoff = f.pgoff();
+        let guard = rcu::read_lock();
+        let Some(span) = self.spans.load(span_of(pgoff), &guard) else {
+            if held.is_some() {
+                stats.inc(uapi::VMALAB_CTR_FAULT_RETRY);
+            }
+            return Walk::Done(FaultOutcome::SigBus);
+        };
+        let extents = span.extents.lock();
+        stats.inc(uapi::VMALAB_CTR_SPAN_LOCKS);
+        let found = find(&extents, pgoff);
+        if let Some(held) = held {
+            // Piggin's confirmation: the region we slept for is still the one here.
+            if !found.is_some_and(|e| Arc::ptr_eq(&e.region, held)) {
+                stats.inc(uapi::VMALAB_CTR_FAULT_RETRY);
+            }
+        }
+        let Some(e) = found else {
+            return Walk::Done(FaultOutcome::SigBus);
+        };
+        // The span lock excludes every writer that could take the region out: no
+        // check needed before the install.
+        match e
+            .region
+            .fault_speculative(e.start, f, stats, prepared, || true)
+        {
+            Speculative::Done(out) => Walk::Done(out),
+            Speculative::NeedPage(backing) => Walk::Page(backing, e.region.clone(), e.start),
+            Speculative::NeedTable => Walk::Table(e.region.clone()),
+        }
+    }
+
+    /// Writer: plans `change` on the regions of the spans it holds, widening them until
+    /// the plan fits, and publishes it.
+    fn publish_spans(&self, change: Change, budget: &dyn Budget) -> Result<Unpublished> {
+        let (start, end) = match change {
+            Change::Map(ref r, Placement::Fixed(s) | Placement::Replace(s)) => {
+                (s, s.checked_add(r.npages()).ok_or(EINVAL)?)
+            }
+            Change::Unmap(s, e) | Change::Protect(s, e, _) => (s, e),
+            Change::Map(_, Placement::Any) => return Err(EINVAL), // Placed by the caller.
+        };
+        if start >= end || end > self.arena_pages {
+            return Err(EINVAL);
+        }
+        // Pages whose spans we hold: the range and its neighbours (a PROTECT may
+        // merge with them).
+        let (mut lo, mut hi) = (start.saturating_sub(1), (end + 1).min(self.arena_pages));
+        loop {
+            let (slo, shi) = (span_of(lo), span_of(hi - 1) + 1);
+            let _spans = self.writers.write(slo, shi)?;
+            let mut tree = self.gather(slo, shi)?;
+            let plan = tree.plan(change.clone())?;
+            let (need_lo, need_hi) = (
+                plan.lo.saturating_sub(1),
+                (plan.hi + 1).min(self.arena_pages),
+            );
+            if !plan.is_empty() && (need_lo < slo * SPAN_PAGES || need_hi > shi * SPAN_PAGES) {
+                // It cuts a region reaching beyond the spans held: hold those too.
+                (lo, hi) = (lo.min(need_lo), hi.max(need_hi));
+                continue;
+            }
+            return self.publish_plan(&mut tree, plan, budget);
+        }
+    }
+
+    /// Writer, holding the spans of `plan` for write: carries it out on them.
+    fn publish_plan(
+        &self,
+        tree: &mut RegionTree,
+        plan: Plan,
+        budget: &dyn Budget,
+    ) -> Result<Unpublished> {
+        let mut out = Unpublished::of(&plan)?;
+        if plan.is_empty() {
+            return Ok(out);
+        }
+        for (s, r) in plan.new.iter() {
+            for index in span_of(*s)..=span_of(s + r.npages() - 1) {
+                self.ensure_span(index)?;
+            }
+        }
+        // Each touched span's new vector: its regions outside [lo, hi) and the new
+        // ones overlapping it, in order.
+        let spans = self.spans_in(span_of(plan.lo), span_of(plan.hi - 1) + 1)?;
+        let mut updates = KVec::with_capacity(spans.len(), GFP_KERNEL)?;
+        let mut extents_delta: isize = 0;
+        for span in spans {
+            let (a, b) = (span.index * SPAN_PAGES, (span.index + 1) * SPAN_PAGES);
+            let kept = span.snapshot(|e| e.end <= plan.lo || e.start >= plan.hi)?;
+            let old_len = span.extents.lock().len();
+            let new = plan
+                .new
+                .iter()
+                .filter(|(s, r)| *s < b && s + r.npages() > a);
+            let mut v = KVec::with_capacity(kept.len() + new.clone().count(), GFP_KERNEL)?;
+            let before = kept.iter().take_while(|(s, _)| *s < plan.lo).count();
+            let mut kept = kept.into_iter();
+            let mut push = |start: usize, region: Arc<Region>| {
+                let end = start + region.npages();
+                // Room was made for all of them just above.
+                let _ = v.push_within_capacity(Extent { start, end, region });
+            };
+            for (s, r) in kept.by_ref().take(before) {
+                push(s, r);
+            }
+            for (s, r) in new {
+                push(*s, r.clone());
+            }
+            for (s, r) in kept {
+                push(s, r);
+            }
+            extents_delta += v.len() as isize - old_len as isize;
+            updates.push((span, v), GFP_KERNEL)?;
+        }
+        let (regions, _) = plan.growth();
+        let bytes = plan
+            .new
+            .iter()
+            .map(|(_, r)| r.meta_bytes() as isize)
+            .sum::<isize>()
+            - tree
+                .iter()
+                .filter(|(s, r)| *s >= plan.lo && s + r.npages() <= plan.hi)
+                .map(|(_, r)| r.meta_bytes() as isize)
+                .sum::<isize>();
+        budget.charge(&plan)?;
+        // Nothing after this point can fail. The swaps, in address order, one span
+        // lock at a time.
+        for (span, v) in updates {
+            let old = core::mem::replace(&mut *span.extents.lock(), v);
+            // The regions that left are still referenced by `tree` (then `out`): this
+            // drops only the vector and its clones.
+            drop(old);
+        }
+        tree.commit(plan, &mut out.regions);
+        self.regions.add(regions, Relaxed);
+        self.extents.add(extents_delta, Relaxed);
+        self.region_bytes.add(bytes, Relaxed);
+        Ok(out)
+    }
+}
+
+impl Engine for PtShardEngine {
+    fn id(&self) -> u32 {
+        uapi::VMALAB_ENGINE_PTSHARD
+    }
+
+    fn map_pages(&self, f: &FaultAround<'_>, stats: &Stats) -> bool {
+        // `do_fault_around` already holds rcu_read_lock; nesting costs a per-task count.
+        let guard = rcu::read_lock();
+        let Some(span) = self.spans.load(span_of(f.pgoff()), &guard) else {
+            return false;
+        };
+        let extents = span.extents.lock();
+        stats.inc(uapi::VMALAB_CTR_SPAN_LOCKS);
+        // The fault-around window lies in one PTE table, hence in this span.
+        match find(&extents, f.pgoff()) {
+            Some(e) => e.region.map_present(e.start, f, stats, || true),
+            None => false,
+        }
+    }
+
+    fn fault(&self, f: &Fault<'_>, stats: &Stats) -> FaultOutcome {
+        let mut prepared = None;
+        let mut held: Option<Arc<Region>> = None;
+        for walk in 0..MAX_WALKS {
+            let step = self.walk(f, stats, held.as_ref(), &mut prepared);
+            // Dropped outside the span lock and the read section: it may be the last
+            // reference (the region left meanwhile), and freeing it may sleep.
+            drop(held.take());
+            match step {
+                Walk::Done(FaultOutcome::Mapped) if walk > 0 => return FaultOutcome::MappedSlow,
+                Walk::Done(out) => return out,
+                Walk::Page(backing, region, start) => {
+                    stats.add(uapi::VMALAB_CTR_SHARED_WRITES, REF_WRITES);
+                    if self.mutants.load(Relaxed) & uapi::VMALAB_MUTANT_UNLOCKED_INSTALL != 0 {
+                        // Mutant: install through the held region, unconfirmed.
+                        return region.fault(start, f, stats, || true);
+                    }
+                    match backing.prepare(stats) {
+                        Ok(page) => prepared = Some(page),
+                        Err(_) => return FaultOutcome::Oom,
+                    }
+                    held = Some(region);
+                }
+                Walk::Table(region) => {
+                    stats.add(uapi::VMALAB_CTR_SHARED_WRITES, REF_WRITES);
+                    if f.with_ptes_alloc(|_| ()).is_err() {
+                        return FaultOutcome::Oom;
+                    }
+                    held = Some(region);
+                }
+            }
+        }
+        FaultOutcome::Retry
+    }
+
+    fn prot_at(&self, pgoff: usize, stats: &Stats) -> Option<Prot> {
+        let guard = rcu::read_lock();
+        let span = self.spans.load(span_of(pgoff), &guard)?;
+        let extents = span.extents.lock();
+        stats.inc(uapi::VMALAB_CTR_SPAN_LOCKS);
+        find(&extents, pgoff).map(|e| e.region.prot())
+    }
+
+    fn publish(&self, change: Change, budget: &dyn Budget, _stats: &Stats) -> Result<Unpublished> {
+        // Free space first (its own lock, short): a MAP reserves its range.
+        let (change, reserved) = match change {
+            Change::Map(r, placement @ (Placement::Any | Placement::Fixed(_))) => {
+                let n = r.npages();
+                let mut spare = Spare::new(3)?;
+                let s = {
+                    let mut free = self.free.lock();
+                    match placement {
+                        Placement::Fixed(s) => {
+                            free.reserve(s, s.checked_add(n).ok_or(EINVAL)?, &mut spare)?;
+                            s
+                        }
+                        _ => free.reserve_any(n, &mut spare)?,
+                    }
+                };
+                (Change::Map(r, Placement::Fixed(s)), Some((s, s + n, spare)))
+            }
+            c => (c, None),
+        };
+        // An UNMAP frees its range, a REPLACE takes it, once published: nodes first.
+        let mut after = match change {
+            Change::Unmap(..) | Change::Map(_, Placement::Replace(_)) => Some(Spare::new(2)?),
+            _ => None,
+        };
+        match self.publish_spans(change.clone(), budget) {
+            Ok(out) => {
+                if let Some(spare) = after.as_mut() {
+                    let mut free = self.free.lock();
+                    // Checked by the publish: a range inside the arena.
+                    let _ = match change {
+                        Change::Unmap(s, e) => free.release(s, e, spare),
+                        _ => free.take(out.start, out.end, spare),
+                    };
+                }
+                Ok(out)
+            }
+            Err(e) => {
+                if let Some((s, end, mut spare)) = reserved {
+                    // Nothing else reserved or freed inside [s, end) meanwhile: writers
+                    // whose ranges overlap do not publish at once (`Space`).
+                    let _ = self.free.lock().release(s, end, &mut spare);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn set_test_hooks(&self, hooks: &uapi::VmalabTestHooks) -> Result {
+        let ours = uapi::VMALAB_MUTANT_SKIP_ZAP
+            | uapi::VMALAB_MUTANT_SKIP_RETIRE_WAIT
+            | uapi::VMALAB_MUTANT_UNLOCKED_INSTALL;
+        crate::engine::arm_mutants(hooks, ours, &self.mutants)
+    }
+
+    fn drain(&self, removed: &mut KVec<(usize, Arc<Region>)>) -> Result {
+        // Release: no VMA is left, so no fault; no writer either.
+        for span in self.spans_in(0, usize::MAX)? {
+            let extents = core::mem::take(&mut *span.extents.lock());
+            removed.reserve(extents.len(), GFP_KERNEL)?;
+            for e in extents {
+                if span_of(e.start) == span.index {
+                    crate::region::push_reserved(removed, (e.start, e.region));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn usage(&self) -> (usize, usize) {
+        let extent = core::mem::size_of::<Extent>();
+        // A span: its record with the Arc's count, its map entry (the `Node` box and
+        // about two words of maple node).
+        let span = core::mem::size_of::<Span>() + 64 + 16 + 2 * core::mem::size_of::<usize>();
+        let bytes = self.region_bytes.load(Relaxed)
+            + self.extents.load(Relaxed) * extent as isize
+            + self.nspans.load(Relaxed) * span as isize
+            + self.free.lock().meta_bytes() as isize;
+        (
+            self.regions.load(Relaxed).max(0) as usize,
+            bytes.max(0) as usize,
+        )
+    }
+}
