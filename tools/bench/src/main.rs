@@ -21,6 +21,8 @@
 //!   low-priority writer maps and unmaps and medium-priority hogs run, all on CPU 0
 //!   (`inversion.rs`).
 //! - `memory`: kernel bytes per region and per page.
+//! - `giant`: one region over many PTE tables (`--giant-spans`, 2 MiB each): MAP, a
+//!   first touch per table, a split, a PROTECT, UNMAP (`giant.rs`).
 //!
 //! What time means is in `VMALAB_MODE` (set by `tools/vm`): under `icount` a
 //! nanosecond is an instruction (path lengths, repeatable); under plain `tcg` only
@@ -33,9 +35,11 @@
 //!              [--ebizzy-secs S] [--min-faults N] [--min-secs S] [--min-writer-ops N]
 //!              [--max-secs S] [--writer-ops N] [--sections LIST] [--lock-stat]
 //!              [--inversion-secs S] [--hogs N] [--writers-secs S]
+//!              [--giant-spans N] [--giant-cycles N]
 //!              [--out DIR] [--smoke]
 //! ```
 
+mod giant;
 mod inversion;
 mod report;
 mod workloads;
@@ -56,6 +60,9 @@ struct Opts {
     hogs: usize,
     /// Seconds of each two-writers scene.
     writers_secs: f64,
+    /// The giant region's size in 2 MiB spans, and its cycles.
+    giant_spans: usize,
+    giant_cycles: usize,
     out: Option<PathBuf>,
     writer_ops: usize,
     point: workloads::PointLength,
@@ -64,7 +71,7 @@ struct Opts {
 }
 
 /// Every section, in run order; all but `kernel-lines` run by default.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "kernel-lines",
     "faults",
     "writer",
@@ -73,6 +80,7 @@ const SECTIONS: [&str; 8] = [
     "churn",
     "inversion",
     "memory",
+    "giant",
 ];
 
 fn parse() -> Opts {
@@ -85,6 +93,8 @@ fn parse() -> Opts {
         inversion_secs: 3.0,
         hogs: 2,
         writers_secs: 2.0,
+        giant_spans: 256,
+        giant_cycles: 20,
         out: std::env::var_os("VMALAB_RESULTS").map(PathBuf::from),
         writer_ops: 1000,
         point: workloads::PointLength {
@@ -109,6 +119,8 @@ fn parse() -> Opts {
             o.ebizzy_secs = 0.2;
             o.inversion_secs = 0.2;
             o.writers_secs = 0.2;
+            o.giant_spans = 4;
+            o.giant_cycles = 2;
             o.writer_ops = 10;
             o.point = workloads::PointLength {
                 min_faults: 0,
@@ -132,6 +144,8 @@ fn parse() -> Opts {
             "--inversion-secs" => o.inversion_secs = v.parse().expect("seconds"),
             "--hogs" => o.hogs = v.parse().expect("hogs"),
             "--writers-secs" => o.writers_secs = v.parse().expect("seconds"),
+            "--giant-spans" => o.giant_spans = v.parse().expect("spans"),
+            "--giant-cycles" => o.giant_cycles = v.parse().expect("cycles"),
             "--min-faults" => o.point.min_faults = v.parse().expect("faults"),
             "--min-secs" => o.point.min_secs = v.parse().expect("seconds"),
             "--min-writer-ops" => o.point.min_writer_ops = v.parse().expect("operations"),
@@ -373,6 +387,7 @@ fn main() {
                 add("secs", &|r| r.secs);
                 if let System::Engine(_) = sys {
                     add("shared_wr/fault", &|r| r.shared_writes);
+                    add("span_locks/fault", &|r| r.span_locks);
                     add("slow_frac", &|r| r.slow_frac);
                     add("retry/fault", &|r| r.retries);
                     add("faults/touch", &|r| r.faults_per_touch);
@@ -451,11 +466,12 @@ fn main() {
         let faulters = o.threads.iter().copied().max().unwrap_or(1);
         let systems: Vec<System> = engines.iter().copied().filter(|s| !is_floor(s)).collect();
         let scenes = [
-            ("disjoint", 0, false),
-            ("disjoint", faulters, false),
-            ("overlapping", faulters, true),
+            ("disjoint", 0, writers::Scene::Disjoint),
+            ("disjoint", faulters, writers::Scene::Disjoint),
+            ("same-span", faulters, writers::Scene::SameSpan),
+            ("overlapping", faulters, writers::Scene::Overlapping),
         ];
-        for (variant, f, overlap) in scenes {
+        for (variant, f, scene) in scenes {
             let mut runs = vec![Vec::new(); systems.len()];
             for round in 0..o.repeat {
                 for (i, &sys) in systems.iter().enumerate() {
@@ -465,7 +481,7 @@ fn main() {
                         round + 1,
                         o.repeat
                     );
-                    runs[i].push(writers::two_writers(sys, o.writers_secs, f, overlap));
+                    runs[i].push(writers::two_writers(sys, o.writers_secs, f, scene));
                 }
             }
             for (&sys, runs) in systems.iter().zip(runs) {
@@ -578,6 +594,39 @@ fn main() {
         rep.add("memory", "2000-regions", 0, sys.name(), "B/page", per_page);
     }
 
+    // One giant region: the cost of a region over many PTE tables.
+    if run("giant") {
+        let mut systems: Vec<System> = engines.iter().copied().filter(|s| !is_floor(s)).collect();
+        systems.push(System::Mmap);
+        let variant = format!("{}-spans", o.giant_spans);
+        let mut runs = vec![Vec::new(); systems.len()];
+        for round in 0..o.repeat {
+            for (i, &sys) in systems.iter().enumerate() {
+                eprintln!(
+                    "# giant {variant} {} (round {}/{})",
+                    sys.name(),
+                    round + 1,
+                    o.repeat
+                );
+                runs[i].push(giant::giant(sys, o.giant_spans, o.giant_cycles));
+            }
+        }
+        for (&sys, runs) in systems.iter().zip(runs) {
+            let mut add = |metric: &'static str, f: &dyn Fn(&giant::GiantRun) -> f64| {
+                let samples = runs.iter().map(f).collect();
+                rep.add_samples("giant", &variant, 0, sys.name(), metric, samples);
+            };
+            add("map_us", &|r| r.map_us);
+            add("split_us", &|r| r.split_us);
+            add("protect_us", &|r| r.protect_us);
+            add("unmap_us", &|r| r.unmap_us);
+            add("touch_ns", &|r| r.touch_ns);
+            if let System::Engine(_) = sys {
+                add("bytes", &|r| r.bytes);
+            }
+        }
+    }
+
     let mode = std::env::var("VMALAB_MODE").unwrap_or_else(|_| "unknown".into());
     println!(
         "# vmalab-bench results ({cpus} CPUs, mode {mode}: {})",
@@ -623,6 +672,11 @@ fn main() {
             "faults",
             "retry/fault",
             "failed checks under the PTE lock per fault (spf: arena-wide count, spf+region: the region's mark)",
+        ),
+        (
+            "faults",
+            "span_locks/fault",
+            "span locks per fault (ptshard: a write to its 2 MiB span's line, not the arena's)",
         ),
         (
             "kernel-lines",
@@ -757,6 +811,32 @@ fn main() {
         ("memory", "B/region", "engine-accounted kernel bytes"),
         ("memory", "slab_B/region", "slab growth per region"),
         ("memory", "B/page", "kernel bytes per page beyond the page"),
+        (
+            "giant",
+            "map_us",
+            "median µs of a MAP of the giant region, lower is better",
+        ),
+        (
+            "giant",
+            "split_us",
+            "median µs of an UNMAP of one page in its middle (a split)",
+        ),
+        (
+            "giant",
+            "protect_us",
+            "median µs of a PROTECT of one page a quarter in (a split in three)",
+        ),
+        ("giant", "unmap_us", "median µs of the UNMAP of all of it"),
+        (
+            "giant",
+            "touch_ns",
+            "ns per first touch, one per 2 MiB span",
+        ),
+        (
+            "giant",
+            "bytes",
+            "engine bookkeeping bytes with the region mapped",
+        ),
     ] {
         rep.print_section(section, metric, unit);
     }

@@ -78,6 +78,8 @@ pub struct FaultRun {
     pub rate: f64,
     /// Engine shared-line writes per fault (engines only).
     pub shared_writes: f64,
+    /// Span locks per fault (`ptshard`: each a write to its span's own line).
+    pub span_locks: f64,
     /// Faults that took the slow path, per fault.
     pub slow_frac: f64,
     /// Failed checks under the PTE lock (`spf`, `rcu+def`: a writer took the region
@@ -409,6 +411,7 @@ pub fn fault_loop(
     FaultRun {
         rate: touched / secs,
         shared_writes: d(uapi::VMALAB_CTR_SHARED_WRITES) as f64 / faults as f64,
+        span_locks: d(uapi::VMALAB_CTR_SPAN_LOCKS) as f64 / faults as f64,
         slow_frac: d(uapi::VMALAB_CTR_FAULT_SLOW) as f64 / faults as f64,
         retries: d(uapi::VMALAB_CTR_FAULT_RETRY) as f64 / faults as f64,
         writer_ops: writer_ops.load(Relaxed),

@@ -4,8 +4,10 @@
 //!
 //! ```text
 //! writer A   MAP 16 pages at its base, touch one, UNMAP them, again
-//! writer B   the same at its own base: 1 MiB away (disjoint) or A's base (overlapping:
-//!            its MAPs are REPLACEs, so each may cut A's region)
+//! writer B   the same at its own base: 4 MiB away (disjoint: other 2 MiB spans),
+//!            64 KiB away (same-span: other pages of A's span, for `ptshard`'s
+//!            per-span trees) or A's base (overlapping: its MAPs are REPLACEs, so each
+//!            may cut A's region)
 //! faulters   each touches fresh pages of one slow-backed region (every first touch
 //!            sleeps SLOW_US in the fault, holding whatever the engine holds), in a
 //!            third range
@@ -33,7 +35,17 @@ const SLOW_PAGES: usize = 8192;
 /// Arena layout: the faulters' region first, the writers' ranges after it.
 const ARENA: usize = 64 << 20;
 const WRITER_BASE: usize = 48 << 20;
-const WRITER_GAP: usize = 1 << 20;
+
+/// Where writer B works relative to writer A.
+#[derive(Clone, Copy, Debug)]
+pub enum Scene {
+    /// 4 MiB away: other PTE tables (and `ptshard` spans), neighbours included.
+    Disjoint,
+    /// 64 KiB away: other pages of the same PTE table.
+    SameSpan,
+    /// A's range, by REPLACE.
+    Overlapping,
+}
 
 /// One run's result.
 #[derive(Clone, Debug, Default)]
@@ -66,8 +78,8 @@ fn writer(
     n
 }
 
-/// Runs the scene on `sys` for `secs`; `overlap` puts both writers on one range.
-pub fn two_writers(sys: System, secs: f64, faulters: usize, overlap: bool) -> WritersRun {
+/// Runs `scene` on `sys` for `secs`.
+pub fn two_writers(sys: System, secs: f64, faulters: usize, scene: Scene) -> WritersRun {
     let System::Engine(e) = sys else {
         return WritersRun::default();
     };
@@ -81,10 +93,10 @@ pub fn two_writers(sys: System, secs: f64, faulters: usize, overlap: bool) -> Wr
     let waits0 = dev.info().expect("info").counters[uapi::VMALAB_CTR_READ_WAITS];
     let stop = AtomicBool::new(false);
     let touches = AtomicU64::new(0);
-    let b_base = if overlap {
-        WRITER_BASE
-    } else {
-        WRITER_BASE + WRITER_GAP
+    let (b_base, overlap) = match scene {
+        Scene::Disjoint => (WRITER_BASE + (4 << 20), false),
+        Scene::SameSpan => (WRITER_BASE + (64 << 10), false),
+        Scene::Overlapping => (WRITER_BASE, true),
     };
     let start = Instant::now();
     let cycles = std::thread::scope(|s| {
