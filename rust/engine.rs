@@ -20,8 +20,11 @@
 //! - A fault may only install a PTE for a region that was in the set at some instant
 //!   during the fault (no resurrection of a removed region's page).
 //!
-//! Writers (process context, may sleep, serialised among themselves by the engine)
-//! follow the order of `protocol/writer.rs`, which `Space` runs:
+//! Writers (process context, may sleep) follow the order of `protocol/writer.rs`,
+//! which `Space` runs. `Space`'s retiring list (`protocol/retire.rs`) already keeps
+//! writers whose ranges overlap, and a MAP the engine places, from publishing at once;
+//! an engine serialises whatever else conflicts (all writers: `rwsem`, `rcu`, `spf`;
+//! overlapping ranges of pages: `range`; of 2 MiB spans: `ptshard`).
 //! - [`Engine::publish`]: the new region set is what faults that start after the
 //!   publish returned find; while it runs, a fault finds at each page the old region
 //!   or the new one (never a gap where both sets have one), and faults in flight may
@@ -163,6 +166,26 @@ pub(crate) trait Engine: Send + Sync {
         }
     }
 
+    /// Whether MAPs placed anywhere are placed by [`Engine::place`], under the retiring
+    /// list's lock, before the publish (`protocol/retire.rs`, `publish_placed`) —
+    /// rather than inside [`Engine::publish`], with the list locked across it.
+    fn places(&self) -> bool {
+        false
+    }
+
+    /// Only if [`Engine::places`]: reserves `npages` pages in the engine's free space
+    /// where `busy(start, end)` (the end of the last range a writer still retires
+    /// inside `[start, end)`, if any) finds nothing, and returns the first page; the
+    /// MAP then comes to [`Engine::publish`] as `Placement::Placed`, whose publish
+    /// releases the reservation if it fails. `ENOMEM` if there is no such room.
+    fn place(
+        &self,
+        _npages: usize,
+        _busy: &dyn Fn(usize, usize) -> Option<usize>,
+    ) -> Result<usize> {
+        Err(EINVAL)
+    }
+
     /// The arena is about to be mapped; faults may start after this returns.
     fn freeze(&self) -> Result {
         Ok(())
@@ -270,7 +293,7 @@ pub(crate) fn new(id: u32, flags: u32, arena_pages: usize) -> Result<Arc<dyn Eng
             GFP_KERNEL_ACCOUNT,
         )?,
         uapi::VMALAB_ENGINE_PTSHARD => Arc::pin_init(
-            ptshard::PtShardEngine::new(arena_pages)?,
+            ptshard::PtShardEngine::new(arena_pages, flags & uapi::VMALAB_CONFIG_CPU_CACHE != 0)?,
             GFP_KERNEL_ACCOUNT,
         )?,
         _ => return Err(EINVAL),

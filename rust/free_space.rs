@@ -10,8 +10,8 @@
 //! per-span region trees, and a writer at a fixed address only marks its range.
 //!
 //! Every operation inserts nodes only from a [`Spare`] the caller allocated before it
-//! took the lock (two for a reservation, one for a release), so the lock is held for
-//! the tree walk alone and nothing fails halfway.
+//! took the lock (two for a reservation, one for a release) and the nodes it removed,
+//! so the lock is held for the tree walk alone and nothing fails halfway.
 
 #![deny(unsafe_code)]
 
@@ -33,6 +33,8 @@ pub(crate) struct FreeSpace {
 
 /// Tree nodes allocated before the tree's lock is taken: a reservation
 /// ([`FreeSpace::reserve`], [`FreeSpace::take`]) inserts at most two, a release one.
+/// Nodes an operation removes join it, for its own inserts.
+#[derive(Default)]
 pub(crate) struct Spare([Option<RBTreeNodeReservation<usize, usize>>; 3]);
 
 impl Spare {
@@ -79,7 +81,13 @@ impl FreeSpace {
     /// Removes the free extents overlapping `[start, end)` (with `touching`, also the
     /// ones that end at `start` or begin at `end`); returns the lowest start and the
     /// highest end among them.
-    fn remove(&mut self, start: usize, end: usize, touching: bool) -> Option<(usize, usize)> {
+    fn remove(
+        &mut self,
+        start: usize,
+        end: usize,
+        touching: bool,
+        spare: &mut Spare,
+    ) -> Option<(usize, usize)> {
         let key = if touching { start } else { start + 1 };
         let mut hull: Option<(usize, usize)> = None;
         while let Some(cursor) = self.free.cursor_lower_bound_mut(&key) {
@@ -88,33 +96,34 @@ impl FreeSpace {
                 break;
             }
             let (_, node) = cursor.remove_current();
-            drop(node);
+            // Kept for this operation's inserts, if there is room; else freed.
+            if let Some(slot) = spare.0.iter_mut().find(|s| s.is_none()) {
+                *slot = Some(node.into_reservation());
+            }
             hull = Some(hull.map_or((s, e), |(a, b)| (a.min(s), b.max(e))));
         }
         hull
     }
 
-    fn insert(&mut self, spare: &mut Spare, start: usize, end: usize) {
-        let Some(r) = spare.0.iter_mut().find_map(Option::take) else {
-            // The caller's spare was too small: a bug. The space is lost (placement
-            // fails earlier), nothing else.
-            kernel::warn_on!(true);
-            return;
-        };
+    /// `ENOMEM` if `spare` has no node left: the extent stays out of the tree (its
+    /// space is lost to placement, nothing else).
+    fn insert(&mut self, spare: &mut Spare, start: usize, end: usize) -> Result {
+        let r = spare.0.iter_mut().find_map(Option::take).ok_or(ENOMEM)?;
         // INVARIANT: callers insert what they removed minus a range, or the merge of
         // a range with the extents touching it: disjoint and not touching the rest.
         self.free.insert(r.into_node(end, start));
+        Ok(())
     }
 
     /// Marks `[start, end)` allocated, whatever part of it was free (REPLACE).
     pub(crate) fn take(&mut self, start: usize, end: usize, spare: &mut Spare) -> Result {
         self.check(start, end)?;
-        if let Some((a, b)) = self.remove(start, end, false) {
+        if let Some((a, b)) = self.remove(start, end, false, spare) {
             if a < start {
-                self.insert(spare, a, start);
+                self.insert(spare, a, start)?;
             }
             if b > end {
-                self.insert(spare, end, b);
+                self.insert(spare, end, b)?;
             }
         }
         Ok(())
@@ -132,18 +141,33 @@ impl FreeSpace {
         self.take(start, end, spare)
     }
 
-    /// Marks the lowest free run of `npages` pages allocated and returns its start;
-    /// `ENOMEM` if there is none.
-    pub(crate) fn reserve_any(&mut self, npages: usize, spare: &mut Spare) -> Result<usize> {
+    /// Marks the lowest free run of `npages` pages that `busy` accepts allocated and
+    /// returns its start; `ENOMEM` if there is none. `busy(start, end)` is `None` if
+    /// `[start, end)` may be taken, else an end to resume the search at (a writer is
+    /// still retiring regions there: `protocol/retire.rs`, `publish_placed`).
+    pub(crate) fn reserve_any(
+        &mut self,
+        npages: usize,
+        busy: &dyn Fn(usize, usize) -> Option<usize>,
+        spare: &mut Spare,
+    ) -> Result<usize> {
         if npages == 0 {
             return Err(EINVAL);
         }
-        let start = self
-            .free
-            .iter()
-            .find(|(&e, &s)| e - s >= npages)
-            .map(|(_, &s)| s)
-            .ok_or(ENOMEM)?;
+        let mut found = None;
+        'extents: for (&e, &s) in self.free.iter() {
+            let mut pos = s;
+            while pos <= e && e - pos >= npages {
+                match busy(pos, pos + npages) {
+                    None => {
+                        found = Some(pos);
+                        break 'extents;
+                    }
+                    Some(past) => pos = past.max(pos + 1),
+                }
+            }
+        }
+        let start = found.ok_or(ENOMEM)?;
         self.take(start, start + npages, spare)?;
         Ok(start)
     }
@@ -152,10 +176,9 @@ impl FreeSpace {
     pub(crate) fn release(&mut self, start: usize, end: usize, spare: &mut Spare) -> Result {
         self.check(start, end)?;
         let (a, b) = self
-            .remove(start, end, true)
+            .remove(start, end, true, spare)
             .map_or((start, end), |(a, b)| (a.min(start), b.max(end)));
-        self.insert(spare, a, b);
-        Ok(())
+        self.insert(spare, a, b)
     }
 }
 
@@ -175,14 +198,32 @@ mod tests {
     #[test]
     fn placement_is_lowest_fit() -> Result {
         let mut f = FreeSpace::new(100)?;
-        assert_eq!(f.reserve_any(10, &mut Spare::new(3)?)?, 0);
-        assert_eq!(f.reserve_any(10, &mut Spare::new(3)?)?, 10);
+        assert_eq!(f.reserve_any(10, &|_, _| None, &mut Spare::new(3)?)?, 0);
+        assert_eq!(f.reserve_any(10, &|_, _| None, &mut Spare::new(3)?)?, 10);
         f.release(0, 10, &mut Spare::new(3)?)?;
-        assert_eq!(f.reserve_any(20, &mut Spare::new(3)?)?, 20); // The hole at 0 is too small.
-        assert_eq!(f.reserve_any(5, &mut Spare::new(3)?)?, 0);
+        assert_eq!(f.reserve_any(20, &|_, _| None, &mut Spare::new(3)?)?, 20); // The hole at 0 is too small.
+        assert_eq!(f.reserve_any(5, &|_, _| None, &mut Spare::new(3)?)?, 0);
         assert_eq!(&extents(&f)?[..], &[(5, 10), (40, 100)]);
-        assert_eq!(f.reserve_any(61, &mut Spare::new(3)?), Err(ENOMEM));
-        assert_eq!(f.reserve_any(0, &mut Spare::new(3)?), Err(EINVAL));
+        assert_eq!(
+            f.reserve_any(61, &|_, _| None, &mut Spare::new(3)?),
+            Err(ENOMEM)
+        );
+        assert_eq!(
+            f.reserve_any(0, &|_, _| None, &mut Spare::new(3)?),
+            Err(EINVAL)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn placement_skips_busy_ranges() -> Result {
+        let mut f = FreeSpace::new(100)?;
+        // A writer still retires [5, 30): the fit starts past it.
+        let busy = |s: usize, e: usize| (s < 30 && 5 < e).then_some(30);
+        assert_eq!(f.reserve_any(10, &busy, &mut Spare::new(3)?)?, 30);
+        assert_eq!(f.reserve_any(5, &busy, &mut Spare::new(3)?)?, 0);
+        assert_eq!(f.reserve_any(61, &busy, &mut Spare::new(3)?), Err(ENOMEM));
+        assert_eq!(&extents(&f)?[..], &[(5, 30), (40, 100)]);
         Ok(())
     }
 

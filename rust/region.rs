@@ -375,6 +375,11 @@ pub(crate) enum Placement {
     Fixed(usize),
     /// Exactly here, replacing the regions inside the range.
     Replace(usize),
+    /// Here, where the engine's own allocator reserved the range ([`Engine::place`]):
+    /// as `Fixed`.
+    ///
+    /// [`Engine::place`]: crate::engine::Engine::place
+    Placed(usize),
 }
 
 /// A writer operation on a region set.
@@ -556,9 +561,10 @@ impl RegionTree {
                 let s = self.find_free(r.npages()).ok_or(ENOMEM)?;
                 return Ok((s, s + r.npages()));
             }
-            Change::Map(ref r, Placement::Fixed(s) | Placement::Replace(s)) => {
-                (s, s.checked_add(r.npages()).ok_or(EINVAL)?)
-            }
+            Change::Map(
+                ref r,
+                Placement::Fixed(s) | Placement::Replace(s) | Placement::Placed(s),
+            ) => (s, s.checked_add(r.npages()).ok_or(EINVAL)?),
             Change::Unmap(s, e) | Change::Protect(s, e, _) => (s, e),
         };
         let (mut lo, mut hi) = (start, end);
@@ -599,7 +605,7 @@ impl RegionTree {
                 let npages = region.npages();
                 let start = match *placement {
                     Placement::Any => self.find_free(npages).ok_or(ENOMEM)?,
-                    Placement::Fixed(s) | Placement::Replace(s) => s,
+                    Placement::Fixed(s) | Placement::Replace(s) | Placement::Placed(s) => s,
                 };
                 let end = start.checked_add(npages).ok_or(EINVAL)?;
                 self.check_range(start, end)?;

@@ -173,7 +173,7 @@ struct WriterOp<'a> {
 fn span_of(change: &Change) -> Span {
     match *change {
         Change::Map(_, Placement::Any) => Span::Anywhere,
-        Change::Map(ref r, Placement::Fixed(s) | Placement::Replace(s)) => {
+        Change::Map(ref r, Placement::Fixed(s) | Placement::Replace(s) | Placement::Placed(s)) => {
             Span::At(s, s.saturating_add(r.npages()))
         }
         Change::Unmap(s, e) | Change::Protect(s, e, _) => Span::At(s, e),
@@ -269,8 +269,9 @@ impl Writer for WriterOp<'_> {
             Refused::Interrupted => ERESTARTSYS,
         };
         let space = &*self.space;
-        let (out, retiring) = retire::publish(space, span_of(&change), skip_wait, refused, || {
-            let out = self.engine.publish(change, space, &space.stats)?;
+        let engine = self.engine;
+        let publish = |change| {
+            let out = engine.publish(change, space, &space.stats)?;
             let range = (!out.regions.is_empty()).then_some((out.start, out.end));
             if range.is_some() {
                 for (_, r) in out.regions.iter() {
@@ -282,7 +283,24 @@ impl Writer for WriterOp<'_> {
                 space.publishes.fetch_add(1, Full);
             }
             Ok((out, range))
-        })?;
+        };
+        let (out, retiring) = match change {
+            // The engine's own allocator places it, under the list's lock, where no
+            // writer retires regions; then it publishes as a MAP at a known range.
+            Change::Map(region, Placement::Any) if engine.places() => {
+                let n = region.npages();
+                retire::publish_placed(
+                    space,
+                    skip_wait,
+                    refused,
+                    |busy| engine.place(n, busy).map(|s| (s, s + n)),
+                    |(s, _)| publish(Change::Map(region, Placement::Placed(s))),
+                )?
+            }
+            change => retire::publish(space, span_of(&change), skip_wait, refused, || {
+                publish(change)
+            })?,
+        };
         self.retiring = retiring;
         if is_map && !out.regions.is_empty() {
             let n = out.regions.len() as u64;

@@ -16,8 +16,10 @@
 #define VMALAB_CONFIG_KERNEL_LOCK	(1u << 1)	/* percpu: percpu_rw_semaphore */
 #define VMALAB_CONFIG_DEFERRED	(1u << 2)	/* rcu: no grace-period wait in writers */
 #define VMALAB_CONFIG_REGION_SEQ	(1u << 3)	/* spf: per-region check */
+#define VMALAB_CONFIG_CPU_CACHE	(1u << 4)	/* ptshard: per-CPU free-space chunks */
 #define VMALAB_CONFIG_FLAGS_ALL	(VMALAB_CONFIG_EXPEDITED | VMALAB_CONFIG_KERNEL_LOCK | \
-				 VMALAB_CONFIG_DEFERRED | VMALAB_CONFIG_REGION_SEQ)
+				 VMALAB_CONFIG_DEFERRED | VMALAB_CONFIG_REGION_SEQ | \
+				 VMALAB_CONFIG_CPU_CACHE)
 
 struct vmalab_config {
 	__u32 engine;		/* VMALAB_ENGINE_*, 0 = module default */

@@ -199,12 +199,18 @@ pub const VMALAB_CONFIG_DEFERRED: u32 = 1 << 2;
 /// sequence count, so a writer makes only the faults on the regions it takes out
 /// retry (configuration `spf+region`).
 pub const VMALAB_CONFIG_REGION_SEQ: u32 = 1 << 3;
+/// Config flag: the `ptshard` engine places MAPs of up to a quarter of a chunk (512
+/// pages) from a chunk of free space cached per CPU (2048 pages, taken from the global
+/// free-space tree), so that placements on different CPUs neither take the tree's
+/// lock nor land in the same 2 MiB spans (configuration `ptshard+pcpu`).
+pub const VMALAB_CONFIG_CPU_CACHE: u32 = 1 << 4;
 /// All valid [`VmalabConfig::flags`] bits (a flag is ignored by the engines it does not
 /// name).
 pub const VMALAB_CONFIG_FLAGS_ALL: u32 = VMALAB_CONFIG_EXPEDITED
     | VMALAB_CONFIG_KERNEL_LOCK
     | VMALAB_CONFIG_DEFERRED
-    | VMALAB_CONFIG_REGION_SEQ;
+    | VMALAB_CONFIG_REGION_SEQ
+    | VMALAB_CONFIG_CPU_CACHE;
 
 /// Argument of [`VMALAB_IOC_CONFIG`].
 #[repr(C)]

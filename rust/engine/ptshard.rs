@@ -183,9 +183,19 @@ pub(crate) struct PtShardEngine {
     extents: Atomic<isize>,
     nspans: Atomic<isize>,
     region_bytes: Atomic<isize>,
+    /// Per-CPU chunks of free space (`VMALAB_CONFIG_CPU_CACHE`; empty without it),
+    /// indexed by CPU id, each reserved in `free` as a whole.
+    caches: KVec<Pin<KBox<Mutex<Chunk>>>>,
     /// `VMALAB_MUTANT_*` bits armed by the test hook (0 in normal use).
     mutants: Atomic<u32>,
 }
+
+/// Pages in a per-CPU chunk of free space (`ptshard+pcpu`): four spans. MAPs of up to
+/// a quarter of it are placed there.
+const CHUNK_PAGES: usize = 4 * SPAN_PAGES;
+
+/// A CPU's chunk: `[start, end)` still free, reserved in the global tree.
+type Chunk = Option<(usize, usize)>;
 
 /// What a fault's walk came to.
 enum Walk {
@@ -196,9 +206,17 @@ enum Walk {
 }
 
 impl PtShardEngine {
-    /// An engine with no regions for an arena of `arena_pages` pages.
-    pub(crate) fn new(arena_pages: usize) -> Result<impl PinInit<Self>> {
+    /// An engine with no regions for an arena of `arena_pages` pages; `cpu_cache`:
+    /// with per-CPU chunks of free space.
+    pub(crate) fn new(arena_pages: usize, cpu_cache: bool) -> Result<impl PinInit<Self>> {
         let free = FreeSpace::new(arena_pages)?;
+        let mut caches = KVec::new();
+        if cpu_cache {
+            for _ in 0..kernel::cpu::nr_cpu_ids() {
+                let chunk = KBox::pin_init(new_mutex!(None, "vmalab_ptshard_chunk"), GFP_KERNEL)?;
+                caches.push(chunk, GFP_KERNEL)?;
+            }
+        }
         Ok(pin_init!(Self {
             spans <- RcuRangeMap::new(),
             writers <- RangeLock::new(),
@@ -208,8 +226,71 @@ impl PtShardEngine {
             extents: Atomic::new(0),
             nspans: Atomic::new(0),
             region_bytes: Atomic::new(0),
+            caches,
             mutants: Atomic::new(0),
         }))
+    }
+
+    /// Places `npages` in this CPU's chunk, refilling it from the global tree when it
+    /// runs short; `None` if the global tree has no chunk left.
+    fn place_cached(
+        &self,
+        npages: usize,
+        busy: &dyn Fn(usize, usize) -> Option<usize>,
+    ) -> Result<Option<usize>> {
+        // The CPU may change under us: then we use another CPU's chunk, under its lock.
+        let cpu = kernel::cpu::CpuId::current().as_u32() as usize;
+        let Some(slot) = self.caches.get(cpu) else {
+            return Ok(None); // Not a possible CPU's id: a bug; the global tree places.
+        };
+        let mut chunk = slot.lock();
+        for _ in 0..2 {
+            if let Some((a, b)) = *chunk {
+                if b - a >= npages && busy(a, a + npages).is_none() {
+                    *chunk = (a + npages < b).then_some((a + npages, b));
+                    return Ok(Some(a));
+                }
+            }
+            // Too small, or a writer retires regions at its start: the rest goes back,
+            // a fresh chunk comes (one release, one reservation: three nodes).
+            let mut spare = Spare::new(3)?;
+            let mut free = self.free.lock();
+            if let Some((a, b)) = chunk.take() {
+                let _ = free.release(a, b, &mut spare);
+            }
+            match free.reserve_any(CHUNK_PAGES, busy, &mut spare) {
+                Ok(s) => *chunk = Some((s, s + CHUNK_PAGES)),
+                Err(_) => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Hands the per-CPU chunks that overlap `[start, end)` back to the global tree (a
+    /// MAP at a fixed address or a REPLACE there; every chunk when the tree ran out).
+    fn steal(&self, start: usize, end: usize) -> Result {
+        for slot in self.caches.iter() {
+            let mut chunk = slot.lock();
+            if let Some((a, b)) = *chunk {
+                if a < end && start < b {
+                    let mut spare = Spare::new(1)?;
+                    let _ = self.free.lock().release(a, b, &mut spare);
+                    *chunk = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives back what `publish` reserved for a MAP that failed before its publish.
+    fn unreserve(&self, reserved: Option<(usize, usize)>) {
+        if let Some((s, e)) = reserved {
+            // Out of memory for even one node: the release still reuses the nodes of
+            // the free extents it merges with; if there are none, the range's space
+            // stays reserved (lost to placement until close), never memory.
+            let mut spare = Spare::new(1).unwrap_or_default();
+            let _ = self.free.lock().release(s, e, &mut spare);
+        }
     }
 
     /// The span `index` (a writer's; it holds `index` for write).
@@ -314,9 +395,10 @@ impl PtShardEngine {
     /// the plan fits, and publishes it.
     fn publish_spans(&self, change: Change, budget: &dyn Budget) -> Result<Unpublished> {
         let (start, end) = match change {
-            Change::Map(ref r, Placement::Fixed(s) | Placement::Replace(s)) => {
-                (s, s.checked_add(r.npages()).ok_or(EINVAL)?)
-            }
+            Change::Map(
+                ref r,
+                Placement::Fixed(s) | Placement::Replace(s) | Placement::Placed(s),
+            ) => (s, s.checked_add(r.npages()).ok_or(EINVAL)?),
             Change::Unmap(s, e) | Change::Protect(s, e, _) => (s, e),
             Change::Map(_, Placement::Any) => return Err(EINVAL), // Placed by the caller.
         };
@@ -485,50 +567,80 @@ impl Engine for PtShardEngine {
     }
 
     fn publish(&self, change: Change, budget: &dyn Budget, _stats: &Stats) -> Result<Unpublished> {
-        // Free space first (its own lock, short): a MAP reserves its range.
-        let (change, reserved) = match change {
-            Change::Map(r, placement @ (Placement::Any | Placement::Fixed(_))) => {
-                let n = r.npages();
-                let mut spare = Spare::new(3)?;
-                let s = {
-                    let mut free = self.free.lock();
-                    match placement {
-                        Placement::Fixed(s) => {
-                            free.reserve(s, s.checked_add(n).ok_or(EINVAL)?, &mut spare)?;
-                            s
-                        }
-                        _ => free.reserve_any(n, &mut spare)?,
-                    }
-                };
-                (Change::Map(r, Placement::Fixed(s)), Some((s, s + n, spare)))
+        // Free space first (its own lock, short). A MAP placed anywhere was reserved
+        // by `place`; one at a fixed address reserves its range now (`EEXIST` if any
+        // of it is taken). Per-CPU chunks give up what a fixed range or a REPLACE
+        // covers first.
+        let reserved = match change {
+            Change::Map(ref r, Placement::Placed(s)) => Some((s, s + r.npages())),
+            Change::Map(ref r, Placement::Fixed(s)) => {
+                let e = s.checked_add(r.npages()).ok_or(EINVAL)?;
+                self.steal(s, e)?;
+                let mut spare = Spare::new(2)?;
+                self.free.lock().reserve(s, e, &mut spare)?;
+                Some((s, e))
             }
-            c => (c, None),
-        };
-        // An UNMAP frees its range, a REPLACE takes it, once published: nodes first.
-        let mut after = match change {
-            Change::Unmap(..) | Change::Map(_, Placement::Replace(_)) => Some(Spare::new(2)?),
+            Change::Map(ref r, Placement::Replace(s)) => {
+                self.steal(s, s.saturating_add(r.npages()))?;
+                None
+            }
+            Change::Map(_, Placement::Any) => return Err(EINVAL), // `places()`: placed first.
             _ => None,
         };
+        // What follows the publish cannot fail: its nodes first. A failed MAP frees its
+        // range (one node); an UNMAP frees its range, a REPLACE takes it (two).
+        let mut spare = match Spare::new(2) {
+            Ok(spare) => spare,
+            Err(e) => {
+                self.unreserve(reserved);
+                return Err(e);
+            }
+        };
+        // From here on, a failure only gives the reservation back.
         match self.publish_spans(change.clone(), budget) {
             Ok(out) => {
-                if let Some(spare) = after.as_mut() {
-                    let mut free = self.free.lock();
-                    // Checked by the publish: a range inside the arena.
-                    let _ = match change {
-                        Change::Unmap(s, e) => free.release(s, e, spare),
-                        _ => free.take(out.start, out.end, spare),
-                    };
-                }
+                let mut free = self.free.lock();
+                // Checked by the publish: ranges inside the arena.
+                let _ = match change {
+                    Change::Unmap(s, e) => free.release(s, e, &mut spare),
+                    Change::Map(_, Placement::Replace(_)) => {
+                        free.take(out.start, out.end, &mut spare)
+                    }
+                    _ => Ok(()),
+                };
                 Ok(out)
             }
             Err(e) => {
-                if let Some((s, end, mut spare)) = reserved {
-                    // Nothing else reserved or freed inside [s, end) meanwhile: writers
-                    // whose ranges overlap do not publish at once (`Space`).
+                // Nothing else reserved or freed inside the range meanwhile: writers
+                // whose ranges overlap do not publish at once (`Space`), and placement
+                // avoids every claimed range.
+                if let Some((s, end)) = reserved {
                     let _ = self.free.lock().release(s, end, &mut spare);
                 }
                 Err(e)
             }
+        }
+    }
+
+    fn places(&self) -> bool {
+        true
+    }
+
+    fn place(&self, npages: usize, busy: &dyn Fn(usize, usize) -> Option<usize>) -> Result<usize> {
+        if !self.caches.is_empty() && npages <= CHUNK_PAGES / 4 {
+            if let Some(start) = self.place_cached(npages, busy)? {
+                return Ok(start);
+            }
+        }
+        let mut spare = Spare::new(2)?;
+        let placed = self.free.lock().reserve_any(npages, busy, &mut spare);
+        match placed {
+            // Free space may sit in other CPUs' chunks: hand them back and look again.
+            Err(e) if e == ENOMEM && !self.caches.is_empty() => {
+                self.steal(0, self.arena_pages)?;
+                self.free.lock().reserve_any(npages, busy, &mut spare)
+            }
+            placed => placed,
         }
     }
 

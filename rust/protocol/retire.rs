@@ -15,7 +15,9 @@
 //!   check can miss it, and publishes without the list's lock; the claim stays if the
 //!   publish took regions out, else it leaves at once. A MAP placed anywhere
 //!   publishes under the list's lock and then puts nothing there (it takes nothing
-//!   out);
+//!   out) — unless the engine has its own allocator ([`publish_placed`], `ptshard`):
+//!   then, under the list's lock, it places the MAP where no retiring range is and
+//!   claims that range at once, and publishes as a writer with a known range;
 //! - [`finish`]: after step 4, the range leaves the list and the waiters are woken.
 //!
 //! Without it a MAP could be placed where an UNMAP had published but not yet zapped:
@@ -118,9 +120,55 @@ pub(crate) fn publish<L: RetireList, T, E>(
     };
     // A known range: claim it, then publish without the list's lock, so that writers
     // elsewhere (and an engine's wait for faults in this range, `range`) go on in
-    // parallel; the claim stays if the publish took regions out, else it goes now.
+    // parallel.
     locked.push((start, end));
     drop(locked);
+    publish_claimed(list, (start, end), publish)
+}
+
+/// Writer step 1 for a MAP the engine places with its own allocator (`ptshard`): under
+/// the list's lock, `place` reserves a range that overlaps no retiring one — it is
+/// given `busy(start, end)`, the end of the last retiring range overlapping `[start,
+/// end)` (`None`: free to take; with `skip_wait`, the test mutant, always `None`) —
+/// and that range is claimed at once. So a writer that claims an overlapping range
+/// later waits for this MAP, and this MAP never lands where a writer is still
+/// retiring regions; it publishes without the list's lock and never waits.
+pub(crate) fn publish_placed<L: RetireList, T, E>(
+    list: &L,
+    skip_wait: bool,
+    refused: impl Fn(Refused) -> E,
+    place: impl FnOnce(&dyn Fn(usize, usize) -> Option<usize>) -> Result<(usize, usize), E>,
+    publish: impl FnOnce((usize, usize)) -> Result<(T, Option<(usize, usize)>), E>,
+) -> Result<(T, Option<(usize, usize)>), E> {
+    let mut locked = list.lock();
+    if !locked.reserve_one() {
+        return Err(refused(Refused::OutOfMemory));
+    }
+    let busy = |start: usize, end: usize| {
+        let last = core::cell::Cell::new(None);
+        if !skip_wait {
+            locked.any(&|(lo, hi)| {
+                if start < hi && lo < end {
+                    last.set(Some(last.get().map_or(hi, |e: usize| e.max(hi))));
+                }
+                false
+            });
+        }
+        last.get()
+    };
+    let range = place(&busy)?;
+    locked.push(range);
+    drop(locked);
+    publish_claimed(list, range, || publish(range))
+}
+
+/// Publishes with `range` claimed on the list; the claim stays if the publish took
+/// regions out, else it goes now.
+fn publish_claimed<L: RetireList, T, E>(
+    list: &L,
+    (start, end): (usize, usize),
+    publish: impl FnOnce() -> Result<(T, Option<(usize, usize)>), E>,
+) -> Result<(T, Option<(usize, usize)>), E> {
     match publish() {
         Ok((out, Some(_))) => Ok((out, Some((start, end)))),
         Ok((out, None)) => {

@@ -53,6 +53,11 @@ pub fn suite() -> Vec<Test> {
         test("protect_races_writers", protect_races_writers, 600),
         test("map_reuses_unmapped_range", map_reuses_unmapped_range, 600),
         test(
+            "placement_uses_all_free_space",
+            placement_uses_all_free_space,
+            120,
+        ),
+        test(
             "retire_wait_is_interruptible",
             retire_wait_is_interruptible,
             120,
@@ -806,6 +811,73 @@ fn map_reuses_unmapped_range(ctx: &Ctx) -> TestResult {
         )),
         None => Ok(()),
     }
+}
+
+/// Placement hands out every free page, once: MAPs at fixed addresses and REPLACEs
+/// land where nothing is mapped even if placement has set that space aside
+/// (`ptshard+pcpu`'s per-CPU chunks), concurrent placements never share a page, and
+/// MAPs as large as the largest free run left succeed until the arena is full (chunks
+/// cached by other CPUs give their space back). Before the arena is mapped, so that
+/// `none` runs it too; then every region is probed.
+fn placement_uses_all_free_space(ctx: &Ctx) -> TestResult {
+    const ARENA_PAGES: usize = 4096; // Two per-CPU chunks.
+    let p = PAGE_SIZE;
+    let (dev, arena, regions) = space_with(ctx, ARENA_PAGES * p, |dev| {
+        // (first page, pages) of every region.
+        let first = ok("map 1 page", dev.map(p))? / p;
+        ok("map fixed beside it", dev.map_at((first + 1) * p, p, false))?;
+        ok("replace beside that", dev.map_at((first + 2) * p, p, true))?;
+        let regions = std::sync::Mutex::new(vec![(first, 1), (first + 1, 1), (first + 2, 1)]);
+        // Threads place 1-page regions at once.
+        on_threads(ctx.threads, |_, _| {
+            for _ in 0..64 {
+                let off = dev.map(p).map_err(|e| format!("map: {}", errno_name(e)))?;
+                regions.lock().expect("lock").push((off / p, 1));
+            }
+            Ok(())
+        })?;
+        let mut regions = regions.into_inner().expect("lock");
+        // Then the largest free run left, again and again, until nothing is free.
+        loop {
+            regions.sort_unstable();
+            let mut used = vec![false; ARENA_PAGES];
+            for &(s, n) in &regions {
+                for u in &mut used[s..s + n] {
+                    if *u {
+                        return fail(format!("page {s:#x} handed out twice: {regions:?}"));
+                    }
+                    *u = true;
+                }
+            }
+            let (mut best, mut run) = (0, 0);
+            for (i, _) in used.iter().enumerate().filter(|(_, u)| !**u) {
+                run = if i > 0 && !used[i - 1] { run + 1 } else { 1 };
+                best = best.max(run);
+            }
+            if best == 0 {
+                break;
+            }
+            let off = ok(
+                &format!("map {best} pages (the largest free run)"),
+                dev.map(best * p),
+            )?;
+            regions.push((off / p, best));
+        }
+        expect_errno("map into a full arena", dev.map(p), libc::ENOMEM)?;
+        Ok(regions)
+    })?;
+    let info = ok("info", dev.info())?;
+    check(info.regions as usize == regions.len(), || {
+        format!("{} regions, want {}", info.regions, regions.len())
+    })?;
+    // Every region is there: its first and last page read zero and take a store.
+    for &(s, n) in &regions {
+        for off in [s * p, (s + n - 1) * p].into_iter().take(n.min(2)) {
+            check(arena.load(off) == Ok(0), || format!("load at {off:#x}"))?;
+            check(arena.store(off, 1).is_ok(), || format!("store at {off:#x}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// The loop of [`map_reuses_unmapped_range`] with regions of `pages` pages and

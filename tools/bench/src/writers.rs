@@ -5,7 +5,7 @@
 //! ```text
 //! writer A   MAP 16 pages at its base, touch one, UNMAP them, again
 //! writer B   the same at its own base: 4 MiB away (disjoint: other 2 MiB spans),
-//!            64 KiB away (same-span: other pages of A's span, for `ptshard`'s
+//!            1 MiB away (same-span: other pages of A's span, for `ptshard`'s
 //!            per-span trees) or A's base (overlapping: its MAPs are REPLACEs, so each
 //!            may cut A's region)
 //! faulters   each touches fresh pages of one slow-backed region (every first touch
@@ -41,7 +41,7 @@ const WRITER_BASE: usize = 48 << 20;
 pub enum Scene {
     /// 4 MiB away: other PTE tables (and `ptshard` spans), neighbours included.
     Disjoint,
-    /// 64 KiB away: other pages of the same PTE table.
+    /// 1 MiB away: other pages (not neighbours) of the same PTE table.
     SameSpan,
     /// A's range, by REPLACE.
     Overlapping,
@@ -95,7 +95,7 @@ pub fn two_writers(sys: System, secs: f64, faulters: usize, scene: Scene) -> Wri
     let touches = AtomicU64::new(0);
     let (b_base, overlap) = match scene {
         Scene::Disjoint => (WRITER_BASE + (4 << 20), false),
-        Scene::SameSpan => (WRITER_BASE + (64 << 10), false),
+        Scene::SameSpan => (WRITER_BASE + (1 << 20), false),
         Scene::Overlapping => (WRITER_BASE, true),
     };
     let start = Instant::now();

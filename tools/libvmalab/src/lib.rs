@@ -35,7 +35,8 @@ pub struct EngineSpec {
     /// Display name (`rcu+exp` is `rcu` with `VMALAB_CONFIG_EXPEDITED`, `rcu+def` is
     /// `rcu` with `VMALAB_CONFIG_DEFERRED`, `percpu+sem` is `percpu` with
     /// `VMALAB_CONFIG_KERNEL_LOCK`, `spf+region` is `spf` with
-    /// `VMALAB_CONFIG_REGION_SEQ`).
+    /// `VMALAB_CONFIG_REGION_SEQ`, `ptshard+pcpu` is `ptshard` with
+    /// `VMALAB_CONFIG_CPU_CACHE`).
     pub name: &'static str,
 }
 
@@ -64,6 +65,11 @@ pub fn engines() -> Vec<EngineSpec> {
             uapi::VMALAB_ENGINE_PERCPU,
             uapi::VMALAB_CONFIG_KERNEL_LOCK,
             "percpu+sem",
+        ),
+        (
+            uapi::VMALAB_ENGINE_PTSHARD,
+            uapi::VMALAB_CONFIG_CPU_CACHE,
+            "ptshard+pcpu",
         ),
     ];
     for (id, flags, name) in configurations {

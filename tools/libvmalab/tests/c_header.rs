@@ -75,6 +75,7 @@ fn c_header_matches_rust_uapi() {
         ("VMALAB_CTR_SPAN_LOCKS", VMALAB_CTR_SPAN_LOCKS as u64),
         ("VMALAB_CONFIG_DEFERRED", VMALAB_CONFIG_DEFERRED as u64),
         ("VMALAB_CONFIG_REGION_SEQ", VMALAB_CONFIG_REGION_SEQ as u64),
+        ("VMALAB_CONFIG_CPU_CACHE", VMALAB_CONFIG_CPU_CACHE as u64),
         (
             "sizeof(struct vmalab_test_hooks)",
             size_of::<VmalabTestHooks>() as u64,
