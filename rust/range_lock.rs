@@ -90,6 +90,14 @@ pub(crate) struct ReadRange<'a> {
 pub(crate) struct WriteRange<'a> {
     lock: &'a RangeLock,
     ticket: u64,
+    waited: bool,
+}
+
+impl WriteRange<'_> {
+    /// Whether taking it waited for a reader or an overlapping writer.
+    pub(crate) fn waited(&self) -> bool {
+        self.waited
+    }
 }
 
 impl RangeLock {
@@ -128,10 +136,16 @@ impl RangeLock {
         let ticket = s.next;
         s.next += 1;
         s.writers.push(Writer { start, end, ticket }, GFP_KERNEL)?;
+        let mut waited = false;
         while !s.writer_may_go(start, end, ticket) {
+            waited = true;
             self.changed.wait(&mut s);
         }
-        Ok(WriteRange { lock: self, ticket })
+        Ok(WriteRange {
+            lock: self,
+            ticket,
+            waited,
+        })
     }
 }
 

@@ -369,8 +369,11 @@ pub const VMALAB_CTR_DEFERRED_FREES: usize = 24;
 /// faults in the same 2 MiB — not counted in [`VMALAB_CTR_SHARED_WRITES`], which
 /// counts lines every faulting CPU of the arena writes.
 pub const VMALAB_CTR_SPAN_LOCKS: usize = 25;
+/// Counter (`range`, `ptshard`): writers whose range lock waited (`range`: for faults
+/// or a writer in its pages; `ptshard`: for a writer in its 2 MiB spans).
+pub const VMALAB_CTR_WRITER_WAITS: usize = 26;
 /// Number of counters currently defined.
-pub const VMALAB_CTR_DEFINED: usize = 26;
+pub const VMALAB_CTR_DEFINED: usize = 27;
 
 /// Counter names, indexed by `VMALAB_CTR_*`.
 pub const COUNTER_NAMES: [&str; VMALAB_CTR_DEFINED] = [
@@ -400,6 +403,7 @@ pub const COUNTER_NAMES: [&str; VMALAB_CTR_DEFINED] = [
     "fault_fallback",
     "deferred_frees",
     "span_locks",
+    "writer_waits",
 ];
 
 /// Argument of [`VMALAB_IOC_INFO`].

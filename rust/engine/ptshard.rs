@@ -393,7 +393,12 @@ impl PtShardEngine {
 
     /// Writer: plans `change` on the regions of the spans it holds, widening them until
     /// the plan fits, and publishes it.
-    fn publish_spans(&self, change: Change, budget: &dyn Budget) -> Result<Unpublished> {
+    fn publish_spans(
+        &self,
+        change: Change,
+        budget: &dyn Budget,
+        stats: &Stats,
+    ) -> Result<Unpublished> {
         let (start, end) = match change {
             Change::Map(
                 ref r,
@@ -410,7 +415,10 @@ impl PtShardEngine {
         let (mut lo, mut hi) = (start.saturating_sub(1), (end + 1).min(self.arena_pages));
         loop {
             let (slo, shi) = (span_of(lo), span_of(hi - 1) + 1);
-            let _spans = self.writers.write(slo, shi)?;
+            let spans = self.writers.write(slo, shi)?;
+            if spans.waited() {
+                stats.inc(uapi::VMALAB_CTR_WRITER_WAITS);
+            }
             let mut tree = self.gather(slo, shi)?;
             let plan = tree.plan(change.clone())?;
             let (need_lo, need_hi) = (
@@ -566,7 +574,7 @@ impl Engine for PtShardEngine {
         find(&extents, pgoff).map(|e| e.region.prot())
     }
 
-    fn publish(&self, change: Change, budget: &dyn Budget, _stats: &Stats) -> Result<Unpublished> {
+    fn publish(&self, change: Change, budget: &dyn Budget, stats: &Stats) -> Result<Unpublished> {
         // Free space first (its own lock, short). A MAP placed anywhere was reserved
         // by `place`; one at a fixed address reserves its range now (`EEXIST` if any
         // of it is taken). Per-CPU chunks give up what a fixed range or a REPLACE
@@ -597,7 +605,7 @@ impl Engine for PtShardEngine {
             }
         };
         // From here on, a failure only gives the reservation back.
-        match self.publish_spans(change.clone(), budget) {
+        match self.publish_spans(change.clone(), budget, stats) {
             Ok(out) => {
                 let mut free = self.free.lock();
                 // Checked by the publish: ranges inside the arena.

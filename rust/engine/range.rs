@@ -128,10 +128,13 @@ impl Engine for RangeEngine {
         self.map.load(pgoff, &guard).map(|slot| slot.region.prot())
     }
 
-    fn publish(&self, change: Change, budget: &dyn Budget, _stats: &Stats) -> Result<Unpublished> {
+    fn publish(&self, change: Change, budget: &dyn Budget, stats: &Stats) -> Result<Unpublished> {
         let (mut lo, mut hi) = self.tree.lock().reach(&change)?;
         loop {
-            let _range = self.ranges.write(lo, hi)?;
+            let range = self.ranges.write(lo, hi)?;
+            if range.waited() {
+                stats.inc(uapi::VMALAB_CTR_WRITER_WAITS);
+            }
             let mut tree = self.tree.lock();
             let plan = tree.plan(change.clone())?;
             if !plan.is_empty() && (plan.lo < lo || plan.hi > hi) {

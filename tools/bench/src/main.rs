@@ -492,6 +492,7 @@ fn main() {
                 add("cycles/s", &|r| r.cycles);
                 add("faults/s", &|r| r.faults);
                 add("read_waits/cycle", &|r| r.read_waits);
+                add("writer_waits/cycle", &|r| r.writer_waits);
             }
         }
     }
@@ -535,6 +536,9 @@ fn main() {
             add("sys_s", &|r| r.sys);
             add("minflt", &|r| r.minflt as f64);
             add("ctx_switches", &|r| r.csw as f64);
+            if section == "churn" && matches!(sys, System::Engine(_)) {
+                add("writer_waits/rec", &|r| r.writer_waits);
+            }
         }
     }
 
@@ -771,6 +775,11 @@ fn main() {
             "faults (and mkwrite lookups) that waited for a writer, per writer cycle",
         ),
         (
+            "writers",
+            "writer_waits/cycle",
+            "writers whose range lock waited (range: pages, ptshard: spans), per writer cycle",
+        ),
+        (
             "ebizzy",
             "records/s",
             "ebizzy -m: 512 KiB mmap+memcpy+bsearch+munmap per record, higher is better",
@@ -785,6 +794,12 @@ fn main() {
             "small-chunk map churn (1-32 pages): writer latency bound, higher is better",
         ),
         ("churn", "sys_s", "CPU seconds"),
+        (
+            "churn",
+            "writer_waits/rec",
+            "writers whose range lock waited for another writer, per record (range: pages, \
+             ptshard: 2 MiB spans)",
+        ),
         (
             "inversion",
             "max_us",

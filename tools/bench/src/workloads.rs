@@ -576,6 +576,9 @@ pub struct EbizzyRun {
     pub minflt: u64,
     /// Context switches (voluntary + involuntary) during the run.
     pub csw: u64,
+    /// Writers whose range lock waited for another writer, per record (`range`,
+    /// `ptshard`; measured by the small-chunk churn only).
+    pub writer_waits: f64,
 }
 
 impl EbizzyRun {
@@ -587,6 +590,7 @@ impl EbizzyRun {
             sys: secs(r1.ru_stime) - secs(r0.ru_stime),
             minflt: (r1.ru_minflt - r0.ru_minflt) as u64,
             csw: ((r1.ru_nvcsw + r1.ru_nivcsw) - (r0.ru_nvcsw + r0.ru_nivcsw)) as u64,
+            writer_waits: 0.0,
         }
     }
 }
@@ -734,6 +738,8 @@ pub fn small_chunks(sys: System, threads: usize, duration: Duration) -> EbizzyRu
         .as_ref()
         .map(|d| d.mmap_arena(arena_size).expect("mmap"));
     let records = AtomicU64::new(0);
+    let waits = |d: &Device| d.info().expect("info").counters[uapi::VMALAB_CTR_WRITER_WAITS];
+    let waits0 = dev.as_ref().map_or(0, waits);
     let r0 = rusage();
     let t0 = Instant::now();
     std::thread::scope(|s| {
@@ -776,7 +782,13 @@ pub fn small_chunks(sys: System, threads: usize, duration: Duration) -> EbizzyRu
     });
     let dt = t0.elapsed().as_secs_f64();
     let r1 = rusage();
-    EbizzyRun::new(records.load(Relaxed), dt, &r0, &r1)
+    let records = records.load(Relaxed);
+    EbizzyRun {
+        writer_waits: dev
+            .as_ref()
+            .map_or(0.0, |d| (waits(d) - waits0) as f64 / records.max(1) as f64),
+        ..EbizzyRun::new(records, dt, &r0, &r1)
+    }
 }
 
 /// Kernel memory per region and per mapped page: (engine-reported bytes per region,

@@ -56,6 +56,9 @@ pub struct WritersRun {
     pub faults: f64,
     /// Read locks that waited for a writer, per writer cycle.
     pub read_waits: f64,
+    /// Writers whose range lock waited for the other writer (`range`, `ptshard`), per
+    /// writer cycle.
+    pub writer_waits: f64,
 }
 
 /// One writer's loop at `base` until `stop`; returns its cycles.
@@ -90,7 +93,9 @@ pub fn two_writers(sys: System, secs: f64, faulters: usize, scene: Scene) -> Wri
         .map_slow(SLOW_PAGES * PAGE_SIZE, SLOW_US)
         .expect("map slow");
     let arena = dev.mmap_arena(ARENA).expect("mmap");
-    let waits0 = dev.info().expect("info").counters[uapi::VMALAB_CTR_READ_WAITS];
+    let counter = |k: usize| dev.info().expect("info").counters[k];
+    let waits0 = counter(uapi::VMALAB_CTR_READ_WAITS);
+    let writer_waits0 = counter(uapi::VMALAB_CTR_WRITER_WAITS);
     let stop = AtomicBool::new(false);
     let touches = AtomicU64::new(0);
     let (b_base, overlap) = match scene {
@@ -118,10 +123,12 @@ pub fn two_writers(sys: System, secs: f64, faulters: usize, scene: Scene) -> Wri
         a.join().expect("writer A") + b.join().expect("writer B")
     });
     let elapsed = start.elapsed().as_secs_f64();
-    let waits = dev.info().expect("info").counters[uapi::VMALAB_CTR_READ_WAITS] - waits0;
+    let waits = counter(uapi::VMALAB_CTR_READ_WAITS) - waits0;
+    let writer_waits = counter(uapi::VMALAB_CTR_WRITER_WAITS) - writer_waits0;
     WritersRun {
         cycles: cycles as f64 / elapsed,
         faults: touches.load(Relaxed) as f64 / elapsed,
         read_waits: waits as f64 / cycles.max(1) as f64,
+        writer_waits: writer_waits as f64 / cycles.max(1) as f64,
     }
 }
