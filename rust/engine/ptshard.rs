@@ -36,11 +36,22 @@
 //!
 //! Writers:
 //! - Placement is a separate structure ([`FreeSpace`], one global extent tree under
-//!   `free`): a MAP reserves its range there first (at the lowest fit, or at its fixed
-//!   address, `EEXIST` if taken), a REPLACE marks its range taken and an UNMAP frees
-//!   its range after its publish. `Space`'s retiring list keeps writers whose ranges
-//!   overlap from publishing at once (and a MAP placed anywhere from publishing beside
-//!   any other), so an UNMAP's range is not reused before its zap.
+//!   `free`), decoupled from the regions: a MAP placed anywhere is placed by
+//!   [`Engine::place`] before its publish, under `Space`'s retiring-list lock, where
+//!   no writer is still retiring regions, and its range is claimed there at once
+//!   (`protocol/retire.rs`, `publish_placed`) — so it publishes like a MAP at a fixed
+//!   address, beside writers elsewhere, instead of with the list locked across its
+//!   publish. A MAP at a fixed address reserves its range in the tree (`EEXIST` if any
+//!   of it is taken), a REPLACE marks its range taken and an UNMAP frees its range,
+//!   both after their publish; writers whose ranges overlap do not publish at once
+//!   (the retiring list), so the tree never sees two of them in one range.
+//! - `ptshard+pcpu` (`VMALAB_CONFIG_CPU_CACHE`), Piggin's "per-cpu or per-thread
+//!   caches": each CPU keeps a chunk of [`CHUNK_PAGES`] free pages reserved in the
+//!   tree and places MAPs of up to a quarter of it there, under the chunk's own mutex
+//!   — not the tree's, and in spans of its own, so that writers on different CPUs
+//!   neither share the tree's lock nor wait for each other's spans. A MAP at a fixed
+//!   address or a REPLACE first takes back the chunks it overlaps (`steal`); when the
+//!   tree has no room left, placement takes back every chunk and looks again.
 //! - A writer then locks, for write, the spans its change touches in `writers` (a
 //!   [`RangeLock`] over span indices): the spans of its range and its neighbours,
 //!   widened to the regions it cuts — which may reach into spans beyond its range —
@@ -61,9 +72,10 @@
 //!   frees after the publish, as for `rwsem`.
 //!
 //! Lock order: `mmap_lock` / per-VMA lock → RCU read section → span lock → PTE lock
-//! (faults); `writers` (a span range, held for write) → `free` / the maple tree's
-//! internal lock / one span lock at a time (writers). `free` is never held while
-//! waiting for `writers`.
+//! (faults); `Space`'s retiring list → a CPU's chunk → `free` (placement); a chunk →
+//! `free` (`steal`, before a writer takes its spans); `writers` (a span range, held
+//! for write) → `free` / the maple tree's internal lock / one span lock at a time
+//! (writers). Nothing waits for `writers` while holding `free` or a chunk.
 
 #![deny(unsafe_code)]
 
