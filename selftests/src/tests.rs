@@ -1247,7 +1247,12 @@ fn splits_keep_pages_and_data(ctx: &Ctx) -> TestResult {
         format!("{n} regions became {back} after RO and RW again")
     })?;
     write_range(&arena, off + 3 * p, p, 9).map_err(Outcome::Fail)?;
-    ok("unmap all", dev.unmap(0, 16 * p))?;
+    unmap_all_leaves_nothing(&dev, 16 * p)
+}
+
+/// UNMAPs `[0, len)`, then (after the deferred reclaim) no region and no page is left.
+fn unmap_all_leaves_nothing(dev: &Device, len: usize) -> TestResult {
+    ok("unmap all", dev.unmap(0, len))?;
     ok("sync", dev.sync())?;
     let end = ok("info", dev.info())?;
     check(end.regions == 0 && end.pages == 0, || {
@@ -1932,15 +1937,7 @@ fn splits_across_spans(ctx: &Ctx) -> TestResult {
         1546.. => Err(probe::Fault::Bus),
         _ => Ok(tag(page)),
     })?;
-    ok("unmap all", dev.unmap(0, npages * p))?;
-    ok("sync", dev.sync())?;
-    let end = ok("info", dev.info())?;
-    check(end.regions == 0 && end.pages == 0, || {
-        format!(
-            "{} regions, {} pages left after unmapping all",
-            end.regions, end.pages
-        )
-    })
+    unmap_all_leaves_nothing(&dev, npages * p)
 }
 
 fn fast_path_shared_writes(ctx: &Ctx) -> TestResult {

@@ -34,6 +34,20 @@ pub struct GiantRun {
     pub bytes: f64,
 }
 
+impl GiantRun {
+    /// The medians of the samples of MAP, split, PROTECT, UNMAP and touch.
+    fn of([map, split, protect, unmap, touch]: [Vec<f64>; 5], bytes: f64) -> Self {
+        GiantRun {
+            map_us: median(map),
+            split_us: median(split),
+            protect_us: median(protect),
+            unmap_us: median(unmap),
+            touch_ns: median(touch),
+            bytes,
+        }
+    }
+}
+
 fn us(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e6
 }
@@ -66,14 +80,7 @@ pub fn giant(sys: System, spans: usize, cycles: usize) -> GiantRun {
             anon_munmap(p, len);
             unmap.push(us(t));
         }
-        return GiantRun {
-            map_us: median(map),
-            split_us: median(split),
-            protect_us: median(protect),
-            unmap_us: median(unmap),
-            touch_ns: median(touch),
-            bytes,
-        };
+        return GiantRun::of([map, split, protect, unmap, touch], bytes);
     };
     let dev = Device::with_engine(e, len + SPAN).expect("open");
     let arena = dev.mmap_arena(len + SPAN).expect("mmap");
@@ -99,12 +106,5 @@ pub fn giant(sys: System, spans: usize, cycles: usize) -> GiantRun {
         unmap.push(us(t));
         dev.sync().expect("sync");
     }
-    GiantRun {
-        map_us: median(map),
-        split_us: median(split),
-        protect_us: median(protect),
-        unmap_us: median(unmap),
-        touch_ns: median(touch),
-        bytes,
-    }
+    GiantRun::of([map, split, protect, unmap, touch], bytes)
 }

@@ -92,7 +92,7 @@ impl Report {
         println!();
         println!("## {section}: {metric} ({unit})");
         println!(
-            "{:<22} {:>7} {:<10} {:>14} {:>9} {:>9} {:>9} {:>12} {:>12}",
+            "{:<22} {:>7} {:<12} {:>14} {:>9} {:>9} {:>9} {:>12} {:>12}",
             "variant", "threads", "system", metric, "/rwsem", "/none", "/kernel", "min", "max"
         );
         for r in rows {
@@ -120,7 +120,7 @@ impl Report {
                 }
             };
             println!(
-                "{:<22} {:>7} {:<10} {:>14} {:>9} {:>9} {:>9} {:>12} {:>12}",
+                "{:<22} {:>7} {:<12} {:>14} {:>9} {:>9} {:>9} {:>12} {:>12}",
                 r.variant,
                 r.threads,
                 r.system,
