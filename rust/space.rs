@@ -25,8 +25,10 @@
 //! Lock order (see also `engine.rs`): `mmap_lock` → `setup` (taken by `mmap`, which
 //! runs under `mmap_lock`) → engine creation; `setup` is never held while taking
 //! `mmap_lock` or an engine lock of a running engine. `retiring` → engine locks (it
-//! is held across the engine's publish, never while taking `mmap_lock`: the zap runs
-//! after it is dropped). `graveyard` and `pending` are innermost.
+//! is held across a placement MAP's publish, or across its placement alone for an
+//! engine that places first — `ptshard`: a CPU's chunk, then its free-space tree —
+//! and never while taking `mmap_lock`: the zap runs after it is dropped). `graveyard`
+//! and `pending` are innermost.
 
 // One kind of `unsafe` here: punching the pages of a departed part of a region
 // (`Region::punch`), in writer step 4 and at release.

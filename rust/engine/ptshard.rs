@@ -50,8 +50,9 @@
 //!   tree and places MAPs of up to a quarter of it there, under the chunk's own mutex
 //!   — not the tree's, and in spans of its own, so that writers on different CPUs
 //!   neither share the tree's lock nor wait for each other's spans. A MAP at a fixed
-//!   address or a REPLACE first takes back the chunks it overlaps (`steal`); when the
-//!   tree has no room left, placement takes back every chunk and looks again.
+//!   address, a REPLACE or an UNMAP first takes back the chunks it overlaps (`steal`:
+//!   every CPU's chunk mutex, O(CPUs) per such writer); when the tree has no room
+//!   left, placement takes back every chunk and looks again.
 //! - A writer then locks, for write, the spans its change touches in `writers` (a
 //!   [`RangeLock`] over span indices): the spans of its range and its neighbours,
 //!   widened to the regions it cuts — which may reach into spans beyond its range —
@@ -279,7 +280,8 @@ impl PtShardEngine {
     }
 
     /// Hands the per-CPU chunks that overlap `[start, end)` back to the global tree (a
-    /// MAP at a fixed address or a REPLACE there; every chunk when the tree ran out).
+    /// MAP at a fixed address, a REPLACE or an UNMAP there; every chunk when the tree
+    /// ran out).
     fn steal(&self, start: usize, end: usize) -> Result {
         for slot in self.caches.iter() {
             let mut chunk = slot.lock();
@@ -589,8 +591,8 @@ impl Engine for PtShardEngine {
     fn publish(&self, change: Change, budget: &dyn Budget, stats: &Stats) -> Result<Unpublished> {
         // Free space first (its own lock, short). A MAP placed anywhere was reserved
         // by `place`; one at a fixed address reserves its range now (`EEXIST` if any
-        // of it is taken). Per-CPU chunks give up what a fixed range or a REPLACE
-        // covers first.
+        // of it is taken). Per-CPU chunks give up what a fixed range, a REPLACE or an
+        // UNMAP covers first.
         let reserved = match change {
             Change::Map(ref r, Placement::Placed(s)) => Some((s, s + r.npages())),
             Change::Map(ref r, Placement::Fixed(s)) => {
@@ -602,6 +604,12 @@ impl Engine for PtShardEngine {
             }
             Change::Map(ref r, Placement::Replace(s)) => {
                 self.steal(s, s.saturating_add(r.npages()))?;
+                None
+            }
+            // Its release must not free what a chunk holds (an UNMAP may cover free
+            // pages, and a chunk's are free to the user).
+            Change::Unmap(s, e) => {
+                self.steal(s, e)?;
                 None
             }
             Change::Map(_, Placement::Any) => return Err(EINVAL), // `places()`: placed first.

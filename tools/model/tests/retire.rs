@@ -8,6 +8,10 @@
 //! would land in A's page and vanish at A's zap — the data loss ebizzy found), no PTE
 //! to a freed page, no page freed while mapped, no deadlock. Negative control: the
 //! mutant that skips the wait (`VMALAB_MUTANT_SKIP_RETIRE_WAIT`).
+//!
+//! The same for a MAP placed by the engine's own allocator before its publish
+//! (`retire::publish_placed`, `ptshard`): A's page is free in the allocator once the
+//! UNMAP published, and placement must not take it while the UNMAP still retires it.
 
 mod common;
 
@@ -71,6 +75,8 @@ struct World {
     retire: RetireQueue,
     /// The test mutant.
     skip_wait: bool,
+    /// The MAP is placed by the engine's allocator before its publish.
+    placed: bool,
 }
 
 /// The UNMAP of A (page 0), under the rule.
@@ -117,20 +123,40 @@ impl World {
     /// A MAP placed anywhere (the only free page is A's, once A left), then one store
     /// into the new region: through the PTE if there is one, else by a fault.
     fn map_and_store(&self) {
-        let mapped = retire::publish(
-            &self.retire,
-            Span::Anywhere,
-            self.skip_wait,
-            |_| (),
-            || {
-                let mut tree = self.tree.write().unwrap();
-                if *tree != NONE {
-                    return Err(()); // ENOMEM: no free page yet.
-                }
-                *tree = B;
-                Ok(((), None))
-            },
-        );
+        let mapped = if self.placed {
+            // The allocator: page 0 is free once the UNMAP published (`ptshard`
+            // releases a range after its publish), and taken if `busy` says so.
+            retire::publish_placed(
+                &self.retire,
+                self.skip_wait,
+                |_| (),
+                |busy| {
+                    if *self.tree.read().unwrap() != NONE || busy(0, 1).is_some() {
+                        return Err(()); // ENOMEM: no free page no writer retires.
+                    }
+                    Ok((0, 1))
+                },
+                |_| {
+                    *self.tree.write().unwrap() = B;
+                    Ok(((), None))
+                },
+            )
+        } else {
+            retire::publish(
+                &self.retire,
+                Span::Anywhere,
+                self.skip_wait,
+                |_| (),
+                || {
+                    let mut tree = self.tree.write().unwrap();
+                    if *tree != NONE {
+                        return Err(()); // ENOMEM: no free page yet.
+                    }
+                    *tree = B;
+                    Ok(((), None))
+                },
+            )
+        };
         if mapped.is_err() {
             return;
         }
@@ -145,7 +171,7 @@ impl World {
     }
 }
 
-fn run(skip_wait: bool) {
+fn run(skip_wait: bool, placed: bool) {
     check(2, move || {
         let w = Arc::new(World {
             tree: RwLock::new(A),
@@ -155,6 +181,7 @@ fn run(skip_wait: bool) {
                 cv: Condvar::new(),
             },
             skip_wait,
+            placed,
         });
         // A's page is mapped: it was faulted before.
         w.mm.install(A);
@@ -177,11 +204,22 @@ fn run(skip_wait: bool) {
 
 #[test]
 fn map_anywhere_vs_unmap() {
-    run(false);
+    run(false, false);
 }
 
 #[test]
 #[should_panic(expected = "went to the old region's page")]
 fn negative_skip_retire_wait_loses_the_store() {
-    run(true);
+    run(true, false);
+}
+
+#[test]
+fn map_placed_vs_unmap() {
+    run(false, true);
+}
+
+#[test]
+#[should_panic(expected = "went to the old region's page")]
+fn negative_placed_skip_retire_wait_loses_the_store() {
+    run(true, true);
 }
