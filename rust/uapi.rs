@@ -84,6 +84,8 @@ pub const VMALAB_MUTANT_UNLOCKED_INSTALL: u32 = 1 << 3;
 /// Mutant (all engines that modify): a writer does not wait for running writer
 /// operations that cover its range, so a MAP can be placed where an UNMAP has
 /// published but not yet zapped, and the new region's stores go to the old pages.
+/// (`ptshard`: placement ignores retiring ranges; with it armed, an UNMAP also sleeps
+/// 1 ms between freeing its range and its zap, to open that window.)
 pub const VMALAB_MUTANT_SKIP_RETIRE_WAIT: u32 = 1 << 4;
 /// Mutant (`pi`): a fault waits for a writer by retrying the read lock with sleeps in
 /// between instead of on the writer's `rt_mutex`, so it no longer boosts the writer.
