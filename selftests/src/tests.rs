@@ -848,9 +848,9 @@ fn placement_uses_all_free_space(ctx: &Ctx) -> TestResult {
             regions.sort_unstable();
             let mut used = vec![false; ARENA_PAGES];
             for &(s, n) in &regions {
-                for u in &mut used[s..s + n] {
+                for (page, u) in used.iter_mut().enumerate().skip(s).take(n) {
                     if *u {
-                        return fail(format!("page {s:#x} handed out twice: {regions:?}"));
+                        return fail(format!("page {page} handed out twice: {regions:?}"));
                     }
                     *u = true;
                 }
